@@ -1,0 +1,1 @@
+"""mlbasics: Hydra-configured experiment sweeps for small PyTorch networks."""

@@ -1,0 +1,155 @@
+"""Config schemas, registered in Hydra's ConfigStore, and the checks Hydra cannot express.
+
+Closed choices are Enums, so a wrong value fails while Hydra composes the config, with
+Hydra's own message naming the key and the allowed values. Range checks (lr > 0, ...) live
+in `validate`, which raises `ConfigError` naming the key before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The real datasets' training pools; val_size must leave part of it for training.
+TRAIN_POOL_SIZE = {"fashion_mnist": 60_000, "mnist": 60_000, "synthetic": 2_000}
+
+
+class DatasetName(str, Enum):
+    fashion_mnist = "fashion_mnist"
+    mnist = "mnist"
+    synthetic = "synthetic"
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    identity = "identity"
+    leaky_relu = "leaky_relu"
+    gelu = "gelu"
+
+
+class Schedule(str, Enum):
+    none = "none"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def default_data_root() -> str:
+    """`MLBASICS_DATA` if set, else `data/` beside the project (or the working directory when installed)."""
+    if os.environ.get("MLBASICS_DATA"):
+        return os.environ["MLBASICS_DATA"]
+    base = PROJECT_DIR if (PROJECT_DIR / "pyproject.toml").exists() else Path.cwd()
+    return str(base / "data")
+
+
+@dataclass
+class DatasetConfig:
+    name: DatasetName = DatasetName.fashion_mnist
+    root: str = "${mlbasics.data_root:}"
+    val_size: int = 10_000
+    split_seed: int = 0
+    # Optional stratified subsample of the training pool before the split (None = all of it).
+    train_size: Optional[int] = None
+    # Mirror a random half of every training batch left to right (data augmentation for images).
+    hflip: bool = False
+
+
+@dataclass
+class ModelConfig:
+    hidden: List[int] = field(default_factory=lambda: [512, 256])
+    activation: Activation = Activation.relu
+    batchnorm: bool = True
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Schedule = Schedule.onecycle
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    # Training targets (1 - s) one-hot + s uniform; reported losses are always plain cross-entropy.
+    label_smoothing: float = 0.0
+    # torch intra-op threads; None = all cores (a parallel launcher divides them between jobs).
+    threads: Optional[int] = None
+    # Write checkpoint.pt after every epoch so a stopped run resumes where it left off.
+    checkpoint: bool = True
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    device: Device = Device.auto
+
+
+class ConfigError(ValueError):
+    """A config value that is well-typed but out of range; the message names the key."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value} is not allowed: {allowed}")
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError for the first value Hydra's types cannot rule out."""
+    hidden = list(cfg.model.hidden)
+    _check(all(w >= 1 for w in hidden), "model.hidden", hidden, "every width must be >= 1")
+    _check(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "must be in [0, 1)")
+    opt = cfg.optimizer
+    _check(opt.lr > 0, "optimizer.lr", opt.lr, "must be > 0")
+    _check(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum, "must be in [0, 1)")
+    _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "must be >= 0")
+    _check(not opt.nesterov or opt.momentum > 0, "optimizer.nesterov", opt.nesterov,
+           "needs optimizer.momentum > 0")
+    _check(cfg.trainer.epochs >= 1, "trainer.epochs", cfg.trainer.epochs, "must be >= 1")
+    _check(cfg.trainer.batch_size >= 1, "trainer.batch_size", cfg.trainer.batch_size, "must be >= 1")
+    smoothing = cfg.trainer.label_smoothing
+    _check(0 <= smoothing < 1, "trainer.label_smoothing", smoothing, "must be in [0, 1)")
+    threads = cfg.trainer.threads
+    _check(threads is None or threads >= 1, "trainer.threads", threads, "must be >= 1 or null")
+    ds = cfg.dataset
+    limit = TRAIN_POOL_SIZE[ds.name.value]
+    if ds.train_size is not None:
+        _check(2 <= ds.train_size <= limit, "dataset.train_size", ds.train_size, f"must be in [2, {limit}]")
+    pool = limit if ds.train_size is None else ds.train_size
+    _check(1 <= ds.val_size < pool, "dataset.val_size", ds.val_size,
+           f"must be in [1, {pool - 1}] (the training set has {pool} images)")
+
+
+def register() -> None:
+    """Store the schema and the resolvers that conf/config.yaml refers to (idempotent)."""
+    ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("mlbasics.data_root"):
+        OmegaConf.register_new_resolver("mlbasics.data_root", default_data_root)
+    if not OmegaConf.has_resolver("mlbasics.pid"):
+        # cached, so that a parallel launcher's workers resolve the sweep folder to the parent's value
+        OmegaConf.register_new_resolver("mlbasics.pid", os.getpid, use_cache=True)
+    if not OmegaConf.has_resolver("mlbasics.job_folder"):
+        # a multirun without swept keys still gets a job folder of its own
+        OmegaConf.register_new_resolver("mlbasics.job_folder", lambda name: name or "defaults")
