@@ -78,19 +78,19 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 0.1
+    lr: float = 0.3
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = 1e-4
     schedule: Schedule = Schedule.onecycle
 
 
 @dataclass
 class TrainerConfig:
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int = 256
     # Training targets (1 - s) one-hot + s uniform; reported losses are always plain cross-entropy.
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     # torch intra-op threads; None = all cores (a parallel launcher divides them between jobs).
     threads: Optional[int] = None
     # Write checkpoint.pt after every epoch so a stopped run resumes where it left off.

@@ -51,6 +51,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     results = train(cfg, out_dir, overrides=list(hydra_cfg.overrides.task))
     if not single_run:
+        log.info("job %s: %s", hydra_cfg.job.num, results["status"])
         return
     if results["status"] != "completed":
         print(f"mlbasics: run {results['status']}: {results['error']} (see {out_dir})", file=sys.stderr)

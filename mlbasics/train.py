@@ -96,28 +96,29 @@ def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batc
     model.train()
     linears = linear_layers(model)
     device = data.train_x.device
-    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    loss_sum, correct = 0.0, torch.zeros((), dtype=torch.long, device=device)
     grad_norm_sum = torch.zeros(len(linears), device=device)
     n_steps = steps_per_epoch(len(data.train_y), batch_size)
     bar = tqdm(batch_indices(len(data.train_y), batch_size, batch_gen, device), total=n_steps,
                desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
     for idx in bar:
-        x, y = data.train_x[idx], data.train_y[idx]
+        x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if hflip:
             x = flip_half(x, data.image_shape, batch_gen)
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise Diverged(f"training loss is {loss.item()} at epoch {epoch}")
+        loss_value = loss.item()  # the one sync per step: a diverging run stops at its first bad step
+        if not math.isfinite(loss_value):
+            raise Diverged(f"training loss is {loss_value} at epoch {epoch}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm_sum += torch.stack([torch.linalg.vector_norm(layer.weight.grad) for layer in linears])
         optimizer.step()
         scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss_value * len(y)
         correct += (logits.argmax(1) == y).sum()
     n = len(data.train_y)
-    row = {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+    row = {"train_loss": loss_sum / n, "train_acc": correct.item() / n}
     grad_norms = (grad_norm_sum / n_steps).tolist()
     row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate(grad_norms)})
     return row

@@ -1,0 +1,189 @@
+"""`python -m mlbasics.report DIR [DIR ...]`: sweep folders -> pandas tables, Markdown and plots.
+
+Reads only the files runs leave (.hydra/, results.json, metrics.csv, landscape.csv), so it
+knows nothing of torch and works on a sweep that is still running, was interrupted, or was
+copied from a cluster: a job without a readable results.json is a row with status
+`incomplete`. Its output depends only on those files, so running it again gives the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from mlbasics import plots
+
+STATUSES = ["completed", "diverged", "failed", "incomplete"]
+FINAL_METRICS = ["test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "best_val_acc",
+                 "best_epoch", "epochs_completed", "wall_seconds"]
+RESULT_COLUMNS = ["status", "error", *FINAL_METRICS, "n_params", "device"]
+
+
+def find_jobs(folder: Path) -> list[Path]:
+    """Every job folder under `folder` (itself included): those where Hydra recorded the overrides."""
+    return sorted(p.parent.parent for p in folder.rglob(".hydra/overrides.yaml"))
+
+
+def flatten(tree, prefix: str = "") -> dict[str, object]:
+    """{"model": {"hidden": [1, 2]}} -> {"model.hidden": "[1,2]"}: lists as compact text, like overrides."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value, separators=(",", ":"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_overrides(job: Path) -> dict[str, str]:
+    """The job's command-line overrides, keyed as typed minus Hydra's +/~ prefixes."""
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    return dict(item.lstrip("+~").split("=", 1) for item in overrides)
+
+
+def read_job(job: Path, root: Path) -> dict[str, object]:
+    row: dict[str, object] = {"job": str(job.relative_to(root)) if job != root else "."}
+    config_file = job / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    overrides = read_overrides(job)
+    row.update(flatten(config or {}))
+    row.update({key: value for key, value in overrides.items() if key not in row})
+    try:
+        results = json.loads((job / "results.json").read_text())
+        if results.get("status") not in STATUSES:
+            raise ValueError(f"unknown status {results.get('status')!r}")
+    except FileNotFoundError:
+        results = {"status": "incomplete", "error": "no results.json (still running or interrupted)"}
+    except (OSError, ValueError) as err:
+        results = {"status": "incomplete", "error": f"unreadable results.json: {err}"}
+    row.update({column: results.get(column) for column in RESULT_COLUMNS})
+    row["_overrides"] = sorted(overrides)
+    return row
+
+
+def summarise(rows: list[dict[str, object]], by: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """The one-row-per-job table and the keys to group by (default: swept keys that vary, except seed)."""
+    table = pd.DataFrame(rows)
+    override_keys = sorted({key for row in rows for key in row["_overrides"]})
+    table = table.drop(columns="_overrides")
+    if by is None:
+        by = [k for k in override_keys if k != "seed" and table[k].astype(str).nunique(dropna=False) > 1]
+    missing = [k for k in by if k not in table.columns]
+    if missing:
+        raise KeyError(f"--by {', '.join(missing)}: not a key of these jobs (swept keys: {', '.join(override_keys)})")
+    leading = ["job", *[k for k in override_keys if k in table.columns], *RESULT_COLUMNS]
+    rest = sorted(c for c in table.columns if c not in leading)
+    table = table[leading + rest].sort_values("job", kind="stable").reset_index(drop=True)
+    return table, by
+
+
+def group(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """n and outcome counts per group, then mean and std of each final metric over completed jobs."""
+    keyed = table.assign(**{k: table[k].astype(str) for k in by}) if by else table.assign(all="all")
+    keys = by or ["all"]
+    counts = keyed.groupby(keys, sort=True).agg(n=("job", "size"))
+    for status in STATUSES:
+        counts[status] = keyed.assign(hit=keyed["status"] == status).groupby(keys, sort=True)["hit"].sum()
+    done = keyed[keyed["status"] == "completed"]
+    metrics = [m for m in FINAL_METRICS if m in done.columns]
+    stats = done.groupby(keys, sort=True)[metrics].agg(["mean", "std"]) if len(done) else pd.DataFrame()
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    return counts.join(stats).reset_index()
+
+
+def to_markdown(grouped: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
+    """A pipe table ready to paste: counts, then `mean ± std` of the chosen metrics."""
+    keys = by or ["all"]
+    header = [*keys, "n", *STATUSES, *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in grouped.iterrows():
+        cells = [str(row[k]) for k in keys] + [str(int(row[c])) for c in ["n", *STATUSES]]
+        for metric in metrics:
+            mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+            if pd.isna(mean):
+                cells.append("–")
+            else:
+                cells.append(f"{mean:.4f} ± {std:.4f}" if not pd.isna(std) else f"{mean:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_curves(table: pd.DataFrame, root: Path, filename: str = "metrics.csv") -> pd.DataFrame:
+    """Every job's per-epoch (or per-step) file in long form: job, <index column>, metric, value."""
+    frames = []
+    for job in table["job"]:
+        path = root / job / filename
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+        index = frame.columns[0]  # epoch for metrics.csv, step for landscape.csv
+        long = frame.melt(id_vars=[index], var_name="metric", value_name="value")
+        frames.append(long.assign(job=job)[["job", index, "metric", "value"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["job", "epoch", "metric", "value"])
+
+
+def report(folders: list[Path], out: Path, by: list[str] | None = None, metric: str = "test_acc",
+           echo: bool = True) -> pd.DataFrame:
+    """Write summary.csv, summary_grouped.csv, summary.md, curves.csv and plots into `out`."""
+    base = Path(os.path.commonpath(folders))  # job names are relative to it, so they stay short
+    rows = [read_job(job, base) for folder in folders for job in find_jobs(folder)]
+    if not rows:
+        raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) under {', '.join(map(str, folders))}")
+    table, by = summarise(rows, by)
+    grouped = group(table, by)
+    if metric not in FINAL_METRICS:
+        raise KeyError(f"--metric {metric}: not one of {', '.join(FINAL_METRICS)}")
+    shown = list(dict.fromkeys([metric, "test_acc", "val_acc", "train_acc"]))
+    markdown = to_markdown(grouped, by, shown)
+    table.to_csv(out / "summary.csv", index=False)
+    grouped.to_csv(out / "summary_grouped.csv", index=False)
+    (out / "summary.md").write_text(markdown)
+    curves = read_curves(table, base)
+    curves.to_csv(out / "curves.csv", index=False)
+    plots.draw_all(table, curves, by, metric, out)
+    landscape = read_curves(table, base, "landscape.csv")
+    if len(landscape):
+        landscape.to_csv(out / "landscape_curves.csv", index=False)
+        plots.draw_landscape(table, landscape, by, out)
+    if echo:
+        print(markdown, end="")
+    counts = table["status"].value_counts()
+    print(f"{len(table)} jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES if counts.get(s, 0)
+                                            or s != "incomplete") + f" -> {out / 'summary.csv'}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlbasics.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders, or a folder holding several")
+    parser.add_argument("--out", type=Path, help="where the tables go (default: the one DIR given)")
+    parser.add_argument("--by", help="comma-separated keys to group by (default: the swept keys except seed)")
+    parser.add_argument("--metric", default="test_acc", help=f"headline metric: {', '.join(FINAL_METRICS)}")
+    parser.add_argument("--quiet", action="store_true", help="do not print the grouped table")
+    args = parser.parse_args(argv)
+    for folder in args.dirs:
+        if not folder.is_dir():
+            sys.exit(f"mlbasics.report: {folder} is not a folder")
+    if args.out is None and len(args.dirs) > 1:
+        sys.exit("mlbasics.report: several folders given: name the output folder with --out")
+    out = (args.out or args.dirs[0]).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by is not None else None
+    try:
+        report([d.resolve() for d in args.dirs], out, by=by, metric=args.metric, echo=not args.quiet)
+    except (FileNotFoundError, KeyError) as err:
+        sys.exit(f"mlbasics.report: {err.args[0]}")
+
+
+if __name__ == "__main__":
+    main()
