@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_splits(cfg.dataset, device)
     ours = build_mlp(cfg.model, data.n_features, data.n_classes)
     ours_opt = torch.optim.SGD(ours.parameters(), lr=LR)
-    ours_schedule = make_scheduler(cfg.optimizer, ours_opt, total_steps=1)
+    ours_schedule = make_scheduler(cfg.optimizer, ours_opt, total_steps=1, peak_lr=LR)
     batches = torch.Generator().manual_seed(0)
 
     full = datasets.FashionMNIST(args.root, train=True, download=True, transform=transforms.ToTensor())

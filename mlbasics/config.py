@@ -42,6 +42,11 @@ class Schedule(str, Enum):
     onecycle = "onecycle"
 
 
+class LrUnit(str, Enum):
+    absolute = "absolute"
+    two_over_L = "two_over_L"  # lr is a multiple of 2/L, L the smoothness constant of softmax regression
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -83,6 +88,8 @@ class OptimizerConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     schedule: Schedule = Schedule.onecycle
+    # two_over_L: optimizer.lr=0.5 means half of 2/L, L computed from the training data (needs model.hidden=[])
+    lr_unit: LrUnit = LrUnit.absolute
 
 
 @dataclass
@@ -95,6 +102,16 @@ class TrainerConfig:
     threads: Optional[int] = None
     # Write checkpoint.pt after every epoch so a stopped run resumes where it left off.
     checkpoint: bool = True
+    # A training loss above this also ends the run as `diverged` (None: only inf/nan do). Cross-entropy
+    # has bounded gradients, so gradient descent past its step-size limit oscillates upwards without overflowing.
+    diverge_loss: Optional[float] = None
+
+
+@dataclass
+class ProbeConfig:
+    """Measurements taken on the trained network, written to results.json (and a CSV beside it)."""
+    collapse: bool = False   # fold the layers into one affine map and compare outputs (6.3 a)
+    symmetry: bool = False   # loss along the line to a hidden-unit-permuted twin (6.2 c, 6.3 f)
 
 
 @dataclass
@@ -103,6 +120,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
     device: Device = Device.auto
 
@@ -131,6 +149,10 @@ def validate(cfg: Any) -> None:
     _check(cfg.trainer.batch_size >= 1, "trainer.batch_size", cfg.trainer.batch_size, "must be >= 1")
     smoothing = cfg.trainer.label_smoothing
     _check(0 <= smoothing < 1, "trainer.label_smoothing", smoothing, "must be in [0, 1)")
+    _check(opt.lr_unit != LrUnit.two_over_L or not hidden, "optimizer.lr_unit", opt.lr_unit.value,
+           "two_over_L needs model.hidden=[] (L is derived for softmax regression)")
+    limit_loss = cfg.trainer.diverge_loss
+    _check(limit_loss is None or limit_loss > 0, "trainer.diverge_loss", limit_loss, "must be > 0 or null")
     threads = cfg.trainer.threads
     _check(threads is None or threads >= 1, "trainer.threads", threads, "must be >= 1 or null")
     ds = cfg.dataset
@@ -142,9 +164,19 @@ def validate(cfg: Any) -> None:
            f"must be in [1, {pool - 1}] (the training set has {pool} images)")
 
 
+EXPERIMENTS_DIR = PROJECT_DIR / "experiments"
+
+
 def register() -> None:
-    """Store the schema and the resolvers that conf/config.yaml refers to (idempotent)."""
-    ConfigStore.instance().store(name="schema", node=Config)
+    """Store the schema, the experiments and the resolvers that conf/config.yaml refers to (idempotent).
+
+    Each experiments/NAME.yaml becomes `+experiment=NAME`: stored in the ConfigStore rather than
+    found on a search path, so it works from any working directory.
+    """
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
     if not OmegaConf.has_resolver("mlbasics.data_root"):
         OmegaConf.register_new_resolver("mlbasics.data_root", default_data_root)
     if not OmegaConf.has_resolver("mlbasics.pid"):

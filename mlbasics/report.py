@@ -23,6 +23,11 @@ STATUSES = ["completed", "diverged", "failed", "incomplete"]
 FINAL_METRICS = ["test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "best_val_acc",
                  "best_epoch", "epochs_completed", "wall_seconds"]
 RESULT_COLUMNS = ["status", "error", *FINAL_METRICS, "n_params", "device"]
+# results.json keys that are not measurements of the job's outcome
+NOT_METRICS = {"seed", "overrides", "git_commit", "versions", "traceback", "n_params", "device", "status", "error"}
+MEASURED_PREFIXES = ("collapse_", "symmetry_", "first_epoch_", "grad_ratio_", "landscape_", "ics_")
+MEASURED_KEYS = {"smoothness_L", "lr_effective"}
+VAL_ACC_TARGET = 0.80  # "first epoch reaching 80 % validation accuracy" (exercise 6.3 b)
 
 
 def find_jobs(folder: Path) -> list[Path]:
@@ -66,8 +71,29 @@ def read_job(job: Path, root: Path) -> dict[str, object]:
     except (OSError, ValueError) as err:
         results = {"status": "incomplete", "error": f"unreadable results.json: {err}"}
     row.update({column: results.get(column) for column in RESULT_COLUMNS})
+    # probe results (collapse_*, symmetry_*, smoothness_L, ...) become columns of their own
+    row.update({key: value for key, value in results.items()
+                if key not in NOT_METRICS and key not in row and isinstance(value, (int, float))})
+    row.update(curve_features(job / "metrics.csv"))
     row["_overrides"] = sorted(overrides)
     return row
+
+
+def curve_features(path: Path) -> dict[str, float]:
+    """Numbers read off a job's epochs: when it first reached the target val accuracy, and how the
+    first layer's gradient norm compares with the output layer's in epoch 1 (vanishing gradients)."""
+    try:
+        epochs = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}
+    features: dict[str, float] = {}
+    reached = epochs.loc[epochs["val_acc"] >= VAL_ACC_TARGET, "epoch"]
+    features[f"first_epoch_val_acc_{VAL_ACC_TARGET:.2f}"] = float(reached.iloc[0]) if len(reached) else float("nan")
+    grads = [c for c in epochs.columns if c.startswith("grad_norm_fc")]
+    if len(grads) >= 2 and len(epochs):
+        first, last = epochs[grads[0]].iloc[0], epochs[grads[-1]].iloc[0]
+        features["grad_ratio_first_last_epoch1"] = float(first / last) if last else float("nan")
+    return features
 
 
 def summarise(rows: list[dict[str, object]], by: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
@@ -94,7 +120,9 @@ def group(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     for status in STATUSES:
         counts[status] = keyed.assign(hit=keyed["status"] == status).groupby(keys, sort=True)["hit"].sum()
     done = keyed[keyed["status"] == "completed"]
-    metrics = [m for m in FINAL_METRICS if m in done.columns]
+    extra = [c for c in table.columns if c not in FINAL_METRICS and c not in RESULT_COLUMNS and c != "job"
+             and (c.startswith(MEASURED_PREFIXES) or c in MEASURED_KEYS)]
+    metrics = [m for m in FINAL_METRICS if m in done.columns] + sorted(extra)
     stats = done.groupby(keys, sort=True)[metrics].agg(["mean", "std"]) if len(done) else pd.DataFrame()
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     return counts.join(stats).reset_index()

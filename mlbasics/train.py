@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mlbasics import records
-from mlbasics.config import ConfigError, validate
+from mlbasics import probes, records
+from mlbasics.config import ConfigError, LrUnit, validate
 from mlbasics.data import DataUnavailable, Splits, batch_indices, load_splits
 from mlbasics.model import build_mlp, count_parameters, linear_layers
 
 log = logging.getLogger(__name__)
+SYMMETRY_SAMPLE = 10_000  # training images on which the symmetry probe measures the loss
 EVAL_BATCH = 8192  # evaluation needs no gradients, so large batches only save Python overhead
 
 
@@ -54,13 +55,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-def make_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int):
+def make_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, peak_lr: float):
     """Stepped once per batch, so the schedule does not depend on the epoch boundary."""
     kind = cfg.schedule.value if hasattr(cfg.schedule, "value") else cfg.schedule
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if kind == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr, total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
@@ -91,7 +92,8 @@ def flip_half(x: torch.Tensor, image_shape: tuple[int, int], gen: torch.Generato
 
 
 def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batch_gen: torch.Generator,
-                epoch: int, hflip: bool = False, label_smoothing: float = 0.0) -> dict[str, float]:
+                epoch: int, hflip: bool = False, label_smoothing: float = 0.0,
+                diverge_loss: float | None = None) -> dict[str, float]:
     """One pass over the training split; returns the epoch's running metrics and mean grad norms."""
     model.train()
     linears = linear_layers(model)
@@ -108,7 +110,7 @@ def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batc
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
         loss_value = loss.item()  # the one sync per step: a diverging run stops at its first bad step
-        if not math.isfinite(loss_value):
+        if not math.isfinite(loss_value) or (diverge_loss is not None and loss_value > diverge_loss):
             raise Diverged(f"training loss is {loss_value} at epoch {epoch}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,6 +124,17 @@ def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batc
     grad_norms = (grad_norm_sum / n_steps).tolist()
     row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate(grad_norms)})
     return row
+
+
+def run_probes(cfg, model: nn.Sequential, data: Splits, seed: int, out_dir: Path, results: dict) -> None:
+    """The end-of-training measurements the config asks for; each works on a copy of the model."""
+    if cfg.collapse:
+        results.update(probes.collapse(model, data.test_x))
+    if cfg.symmetry:
+        sample_x, sample_y = data.train_x[:SYMMETRY_SAMPLE], data.train_y[:SYMMETRY_SAMPLE]
+        summary, curve = probes.symmetry(model, sample_x, sample_y, seed=seed)
+        results.update(summary)
+        records.write_metrics(out_dir / "symmetry.csv", curve)
 
 
 def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -155,10 +168,15 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
             raise ConfigError("dataset.hflip=true is not allowed here: the synthetic set has no images to mirror")
         model = build_mlp(cfg.model, data.n_features, data.n_classes).to(device)
         results["n_params"] = count_parameters(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
+        lr = cfg.optimizer.lr
+        if cfg.optimizer.lr_unit == LrUnit.two_over_L:
+            results["smoothness_L"] = probes.softmax_regression_smoothness(data.train_x)
+            lr = cfg.optimizer.lr * 2 / results["smoothness_L"]
+        results["lr_effective"] = lr
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.optimizer.momentum,
                                     nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay)
         total_steps = cfg.trainer.epochs * steps_per_epoch(len(data.train_y), cfg.trainer.batch_size)
-        scheduler = make_scheduler(cfg.optimizer, optimizer, total_steps)
+        scheduler = make_scheduler(cfg.optimizer, optimizer, total_steps, peak_lr=lr)
         batch_gen = torch.Generator().manual_seed(cfg.seed)
 
         checkpoint = records.load_checkpoint(checkpoint_path)
@@ -174,7 +192,8 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
             epoch_start = time.perf_counter()
             row = {"epoch": epoch}
             running = train_epoch(model, optimizer, scheduler, data, cfg.trainer.batch_size, batch_gen, epoch,
-                                  hflip=cfg.dataset.hflip, label_smoothing=cfg.trainer.label_smoothing)
+                                  hflip=cfg.dataset.hflip, label_smoothing=cfg.trainer.label_smoothing,
+                                  diverge_loss=cfg.trainer.diverge_loss)
             row["train_loss"], row["train_acc"] = running.pop("train_loss"), running.pop("train_acc")
             row["val_loss"], row["val_acc"] = evaluate(model, data.val_x, data.val_y)
             row["lr"] = optimizer.param_groups[0]["lr"]
@@ -197,6 +216,7 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         for split in ("train", "val", "test"):
             loss, acc = evaluate(model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"))
             results[f"{split}_loss"], results[f"{split}_acc"] = loss, acc
+        run_probes(cfg.probe, model, data, cfg.seed, out_dir, results)
         results["status"] = "completed"
     except Diverged as err:
         results["status"], results["error"] = "diverged", str(err)

@@ -1,0 +1,82 @@
+"""Every experiments/NAME.yaml composes and runs, shortened, on the synthetic set, from any folder."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from mlbasics.config import EXPERIMENTS_DIR
+
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+SHORT = ("dataset=synthetic", "trainer.threads=1")
+# per experiment: overrides that shorten it, and what the table must show
+SHORTENED = {
+    "fashion_mnist": ("trainer.epochs=1", "seed=0,1"),
+    "no_activation": ("trainer.epochs=2", "seed=0"),
+    "activations": ("trainer.epochs=1", "seed=0"),
+    "lr_convex": ("trainer.epochs=40", "optimizer.lr=0.5,64"),
+    "batchnorm_bs1": ("trainer.epochs=1", "seed=0", "dataset.train_size=null", "dataset.val_size=400"),
+    "symmetry": ("trainer.epochs=2", "seed=0"),
+}
+
+
+def test_every_experiment_is_covered():
+    assert sorted(SHORTENED) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_shortened(name, tmp_path):
+    proc = run_cli("-m", f"+experiment={name}", *SHORT, *SHORTENED[name], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (summary_path,) = (tmp_path / "outputs" / "multirun" / name).glob("*/summary.csv")
+    table = pd.read_csv(summary_path)
+    check = globals()[f"check_{name}"]
+    check(table)
+
+
+def check_fashion_mnist(table):
+    assert len(table) == 2 and (table["status"] == "completed").all()
+    assert (table["model.hidden"] == "[512,256]").all()
+
+
+def check_no_activation(table):
+    assert len(table) == 8
+    assert (table["status"] == "completed").all()
+    identity = table[table["model.activation"] == "identity"]
+    # an identity network is one affine map: the folded product reproduces its outputs
+    assert (identity["collapse_max_abs_diff"] < 1e-4 * identity["collapse_output_scale"]).all()
+    deep_relu = table[(table["model.activation"] == "relu") & (table["model.hidden"] != "[]")]
+    assert (deep_relu["collapse_max_abs_diff"] > 1e-2).all()
+
+
+def check_activations(table):
+    assert len(table) == 9
+    assert set(table["model.activation"]) == {"relu", "sigmoid", "tanh"}
+    assert table["grad_ratio_first_last_epoch1"].notna().all()
+    assert "first_epoch_val_acc_0.80" in table.columns
+
+
+def check_lr_convex(table):
+    by_lr = table.set_index("optimizer.lr")
+    assert by_lr.loc[0.5, "status"] == "completed"
+    assert by_lr.loc[64, "status"] == "diverged"
+    assert by_lr["smoothness_L"].nunique() == 1 and (by_lr["smoothness_L"] > 0).all()
+    assert by_lr.loc[0.5, "lr_effective"] == pytest.approx(0.5 * 2 / by_lr.loc[0.5, "smoothness_L"])
+
+
+def check_batchnorm_bs1(table):
+    assert len(table) == 8
+    status = table.set_index(["model.batchnorm", "trainer.batch_size"])["status"]
+    assert status[(True, 1)] == "failed"
+    assert status[(False, 1)] == "completed"
+    assert status[(True, 2)] == "completed"
+    error = table.set_index(["model.batchnorm", "trainer.batch_size"]).loc[(True, 1), "error"]
+    assert "Expected more than 1 value per channel when training" in error
+
+
+def check_symmetry(table):
+    (row,) = table.to_dict("records")
+    assert row["status"] == "completed"
+    assert row["symmetry_permuted_loss_diff"] < 1e-4
+    assert row["symmetry_jensen_gap"] > 0
