@@ -78,6 +78,8 @@ class ModelConfig:
     hidden: List[int] = field(default_factory=lambda: [512, 256])
     activation: Activation = Activation.relu
     batchnorm: bool = True
+    # Santurkar et al.'s noisy BatchNorm: a random shift and scale after every BatchNorm (training only)
+    batchnorm_noise: bool = False
     dropout: float = 0.0
 
 
@@ -108,10 +110,25 @@ class TrainerConfig:
 
 
 @dataclass
+class LandscapeProbeConfig:
+    every: int = 0       # probe every N training steps (0 = off); rows go to landscape.csv
+    points: int = 8      # step sizes eta on the grid
+    low: float = 0.5     # the grid spans [low * lr, high * lr]
+    high: float = 4.0
+
+
+@dataclass
+class IcsProbeConfig:
+    every: int = 0       # internal covariate shift every N training steps (0 = off)
+
+
+@dataclass
 class ProbeConfig:
-    """Measurements taken on the trained network, written to results.json (and a CSV beside it)."""
+    """Measurements that never change training: at the end (collapse, symmetry) or every N steps."""
     collapse: bool = False   # fold the layers into one affine map and compare outputs (6.3 a)
     symmetry: bool = False   # loss along the line to a hidden-unit-permuted twin (6.2 c, 6.3 f)
+    landscape: LandscapeProbeConfig = field(default_factory=LandscapeProbeConfig)
+    ics: IcsProbeConfig = field(default_factory=IcsProbeConfig)
 
 
 @dataclass
@@ -153,6 +170,11 @@ def validate(cfg: Any) -> None:
            "two_over_L needs model.hidden=[] (L is derived for softmax regression)")
     limit_loss = cfg.trainer.diverge_loss
     _check(limit_loss is None or limit_loss > 0, "trainer.diverge_loss", limit_loss, "must be > 0 or null")
+    land = cfg.probe.landscape
+    _check(land.every >= 0, "probe.landscape.every", land.every, "must be >= 0 (0 = off)")
+    _check(land.points >= 2, "probe.landscape.points", land.points, "must be >= 2")
+    _check(0 < land.low < land.high, "probe.landscape.low", land.low, "need 0 < low < probe.landscape.high")
+    _check(cfg.probe.ics.every >= 0, "probe.ics.every", cfg.probe.ics.every, "must be >= 0 (0 = off)")
     threads = cfg.trainer.threads
     _check(threads is None or threads >= 1, "trainer.threads", threads, "must be >= 1 or null")
     ds = cfg.dataset

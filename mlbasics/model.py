@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 ACTIVATIONS = {
@@ -14,6 +15,28 @@ ACTIVATIONS = {
 }
 
 
+def santurkar_noise(a: torch.Tensor) -> torch.Tensor:
+    """Santurkar et al.'s Algorithm 1 on a batch (samples x units): a <- s * a + m.
+
+    Per unit (drawn anew at every call, i.e. every step) mu ~ U(-0.5, 0.5) and sigma ~ U(1, 1.25);
+    per sample and unit m ~ U(mu - 0.1, mu + 0.1) and s ~ N(sigma, 0.1).
+    """
+    units = a.shape[1]
+    mu = torch.rand(units, device=a.device) - 0.5
+    sigma = 1 + 0.25 * torch.rand(units, device=a.device)
+    m = mu + 0.2 * torch.rand_like(a) - 0.1
+    s = sigma + 0.1 * torch.randn_like(a)
+    return s * a + m
+
+
+class NoisyBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm followed, in training mode only, by a distribution shift that changes every step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return santurkar_noise(out) if self.training else out
+
+
 def build_mlp(cfg, in_features: int, n_classes: int) -> nn.Sequential:
     """`cfg.hidden=[]` gives softmax regression: a single Linear layer (the loss applies the softmax)."""
     activation = ACTIVATIONS[cfg.activation.value if hasattr(cfg.activation, "value") else cfg.activation]
@@ -22,7 +45,7 @@ def build_mlp(cfg, in_features: int, n_classes: int) -> nn.Sequential:
     for out in cfg.hidden:
         layers.append(nn.Linear(width, out))
         if cfg.batchnorm:
-            layers.append(nn.BatchNorm1d(out))
+            layers.append(NoisyBatchNorm1d(out) if cfg.get("batchnorm_noise") else nn.BatchNorm1d(out))
         layers.append(activation())
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))

@@ -2,6 +2,7 @@
 
 - `collapse`: fold a network into one affine map x -> x W + b (exercise 6.3 a). For an identity
   activation the map reproduces the network's outputs; for a non-linear one the gap is large.
+- `landscape` and `internal_covariate_shift`: Santurkar et al.'s measurements during training.
 - `symmetry`: permute hidden units (the loss is unchanged) and walk the straight line between
   the network and its permuted twin (the loss rises in the middle: Jensen's inequality fails,
   so the loss is not convex in the weights; exercises 6.2 c and 6.3 f).
@@ -106,3 +107,124 @@ def symmetry(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, seed: int =
         # > 0: the loss on the segment lies above the chord, which a convex function never does
         "symmetry_jensen_gap": curve[points // 2]["loss"] - ends,
     }, curve
+
+
+# --- Santurkar et al. (2018), "How Does Batch Normalization Help Optimization?" -------------------
+# Both probes below run at a training step, after backward() and before optimizer.step(). They work
+# on a deep copy of the model (so parameters, gradients and BatchNorm running statistics of the real
+# one are untouched) inside torch.random.fork_rng (so no random number generator advances), and
+# every forward pass of a probe replays the same random stream, so dropout masks and noisy
+# BatchNorm draws are the same for all the points it compares.
+
+def _grads(model: nn.Module, loss_of, params: list[torch.Tensor], seed: int) -> tuple[float, list[torch.Tensor]]:
+    torch.manual_seed(seed)
+    loss = loss_of(model)
+    return loss.item(), list(torch.autograd.grad(loss, params))
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def landscape(model: nn.Module, loss_of, lr: float, points: int = 8, low: float = 0.5,
+              high: float = 4.0) -> dict[str, float]:
+    """Loss variation, gradient predictiveness and effective beta-smoothness along -g.
+
+    g = grad L(theta) on the batch `loss_of` evaluates; for eta on `points` values spread evenly
+    over [low lr, high lr]: L(theta - eta g) and ||grad L(theta - eta g) - g||. beta_eff is the
+    largest ||grad L(theta - eta g) - g|| / ||eta g||: the gradient's Lipschitz constant seen along g.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        seed = int(torch.randint(0, 2 ** 62, ()).item())  # one stream, replayed by every forward
+        twin = copy.deepcopy(model)
+        params = [p for p in twin.parameters() if p.requires_grad]
+        loss, g = _grads(twin, loss_of, params, seed)
+        g_flat = _flat(g)
+        start = [p.detach().clone() for p in params]
+        losses, gaps, betas = [], [], []
+        for i in range(points):
+            eta = lr * (low + (high - low) * i / max(points - 1, 1))
+            with torch.no_grad():
+                for p, p0, gi in zip(params, start, g):
+                    p.copy_(p0 - eta * gi)
+            moved_loss, moved_g = _grads(twin, loss_of, params, seed)
+            gap = torch.linalg.vector_norm(_flat(moved_g) - g_flat).item()
+            losses.append(moved_loss)
+            gaps.append(gap)
+            betas.append(gap / (eta * torch.linalg.vector_norm(g_flat).item()))
+    return {"loss": loss, "loss_min": min(losses), "loss_max": max(losses), "gradpred_min": min(gaps),
+            "gradpred_max": max(gaps), "beta_eff": max(betas)}
+
+
+def layer_blocks(model: nn.Sequential) -> list[list[nn.Parameter]]:
+    """Parameters per layer: a Linear layer and the BatchNorm that follows it form one block."""
+    blocks: list[list[nn.Parameter]] = []
+    for module in model:
+        if isinstance(module, nn.Linear):
+            blocks.append(list(module.parameters()))
+        elif blocks and any(True for _ in module.parameters(recurse=False)):
+            blocks[-1].extend(module.parameters())
+    return blocks
+
+
+def internal_covariate_shift(model: nn.Sequential, loss_of, lr: float) -> dict[str, float]:
+    """Santurkar et al.'s Definition 2.1, per layer i (fc1 first).
+
+    G = grad of the loss in layer i's weights; G' = the same gradient after every layer before i
+    has taken its plain SGD step (lr times its gradient) on the same batch. Records ||G - G'||_2
+    and cos(G, G'). The first layer has no layers before it, so its shift is exactly zero.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    out: dict[str, float] = {}
+    with torch.random.fork_rng(devices=devices):
+        seed = int(torch.randint(0, 2 ** 62, ()).item())
+        base = copy.deepcopy(model)
+        params = [p for p in base.parameters() if p.requires_grad]
+        _, grads = _grads(base, loss_of, params, seed)
+        grad_of = {id(p): g for p, g in zip(params, grads)}
+        blocks = layer_blocks(base)
+        for i, block in enumerate(blocks):
+            weight = block[0]
+            G = grad_of[id(weight)]
+            if i == 0:
+                G_after = G
+            else:
+                shifted = copy.deepcopy(base)
+                shifted_blocks = layer_blocks(shifted)
+                with torch.no_grad():
+                    for earlier, original in zip(shifted_blocks[:i], blocks[:i]):
+                        for p, p0 in zip(earlier, original):
+                            p.copy_(p0 - lr * grad_of[id(p0)])
+                _, (G_after,) = _grads(shifted, loss_of, [shifted_blocks[i][0]], seed)
+            out[f"ics_l2_fc{i + 1}"] = torch.linalg.vector_norm(G - G_after).item()
+            out[f"ics_cos_fc{i + 1}"] = nn.functional.cosine_similarity(
+                G.reshape(1, -1), G_after.reshape(1, -1)).item()
+    return out
+
+
+class StepProbes:
+    """The per-step probes a config asks for; `measure` returns one landscape.csv row."""
+
+    def __init__(self, cfg, label_smoothing: float) -> None:
+        self.cfg, self.label_smoothing = cfg, label_smoothing
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.landscape.every > 0 or self.cfg.ics.every > 0
+
+    def due(self, step: int) -> bool:
+        return any(every > 0 and step % every == 0 for every in (self.cfg.landscape.every, self.cfg.ics.every))
+
+    def measure(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, step: int,
+                epoch: int) -> dict[str, float]:
+        def loss_of(net: nn.Module) -> torch.Tensor:  # the training loss on this step's batch
+            return nn.functional.cross_entropy(net(x), y, label_smoothing=self.label_smoothing)
+
+        row: dict[str, float] = {"step": step, "epoch": epoch, "lr": lr}
+        land = self.cfg.landscape
+        if land.every > 0 and step % land.every == 0:
+            row.update(landscape(model, loss_of, lr, points=land.points, low=land.low, high=land.high))
+        if self.cfg.ics.every > 0 and step % self.cfg.ics.every == 0:
+            row.update(internal_covariate_shift(model, loss_of, lr))
+        return row

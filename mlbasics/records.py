@@ -22,6 +22,7 @@ import torch
 from mlbasics.config import PROJECT_DIR
 
 METRICS_FILE, RESULTS_FILE, CHECKPOINT_FILE = "metrics.csv", "results.json", "checkpoint.pt"
+LANDSCAPE_FILE = "landscape.csv"  # per probed step: Santurkar et al.'s measurements
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds"]
 
 
@@ -39,7 +40,8 @@ def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     """One row per epoch: METRIC_COLUMNS, then one grad-norm column per Linear layer."""
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ (probe schedules)
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     write_text(path, buffer.getvalue())

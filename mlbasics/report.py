@@ -22,9 +22,10 @@ from mlbasics import plots
 STATUSES = ["completed", "diverged", "failed", "incomplete"]
 FINAL_METRICS = ["test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "best_val_acc",
                  "best_epoch", "epochs_completed", "wall_seconds"]
-RESULT_COLUMNS = ["status", "error", *FINAL_METRICS, "n_params", "device"]
+RESULT_COLUMNS = ["status", "error", *FINAL_METRICS, "n_params", "device", "slurm_job_id"]
 # results.json keys that are not measurements of the job's outcome
-NOT_METRICS = {"seed", "overrides", "git_commit", "versions", "traceback", "n_params", "device", "status", "error"}
+NOT_METRICS = {"seed", "overrides", "git_commit", "versions", "traceback", "n_params", "device", "status", "error",
+               "slurm_restarts"}
 MEASURED_PREFIXES = ("collapse_", "symmetry_", "first_epoch_", "grad_ratio_", "landscape_", "ics_")
 MEASURED_KEYS = {"smoothness_L", "lr_effective"}
 VAL_ACC_TARGET = 0.80  # "first epoch reaching 80 % validation accuracy" (exercise 6.3 b)
@@ -75,6 +76,7 @@ def read_job(job: Path, root: Path) -> dict[str, object]:
     row.update({key: value for key, value in results.items()
                 if key not in NOT_METRICS and key not in row and isinstance(value, (int, float))})
     row.update(curve_features(job / "metrics.csv"))
+    row.update(landscape_features(job / "landscape.csv"))
     row["_overrides"] = sorted(overrides)
     return row
 
@@ -93,6 +95,26 @@ def curve_features(path: Path) -> dict[str, float]:
     if len(grads) >= 2 and len(epochs):
         first, last = epochs[grads[0]].iloc[0], epochs[grads[-1]].iloc[0]
         features["grad_ratio_first_last_epoch1"] = float(first / last) if last else float("nan")
+    return features
+
+
+def landscape_features(path: Path) -> dict[str, float]:
+    """Santurkar et al.'s numbers per job: loss-variation range, gradient predictiveness and beta_eff
+    averaged over the probes of the first and of the last epoch, and the mean ICS per layer."""
+    try:
+        probes = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}
+    features: dict[str, float] = {}
+    if "loss_max" in probes:
+        land = probes.dropna(subset=["loss_max"])
+        for which, epoch in (("first", land["epoch"].min()), ("last", land["epoch"].max())):
+            part = land[land["epoch"] == epoch]
+            features[f"landscape_loss_range_{which}"] = float((part["loss_max"] - part["loss_min"]).mean())
+            features[f"landscape_gradpred_{which}"] = float(part["gradpred_max"].mean())
+            features[f"landscape_beta_eff_{which}"] = float(part["beta_eff"].mean())
+    for column in (c for c in probes.columns if c.startswith("ics_")):
+        features[column] = float(probes[column].mean())
     return features
 
 

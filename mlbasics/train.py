@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 import traceback
@@ -93,8 +94,13 @@ def flip_half(x: torch.Tensor, image_shape: tuple[int, int], gen: torch.Generato
 
 def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batch_gen: torch.Generator,
                 epoch: int, hflip: bool = False, label_smoothing: float = 0.0,
-                diverge_loss: float | None = None) -> dict[str, float]:
-    """One pass over the training split; returns the epoch's running metrics and mean grad norms."""
+                diverge_loss: float | None = None, step_probes: probes.StepProbes | None = None,
+                first_step: int = 0, probe_rows: list | None = None) -> dict[str, float]:
+    """One pass over the training split; returns the epoch's running metrics and mean grad norms.
+
+    Steps are numbered from `first_step` across epochs; where `step_probes` is due, its row (taken
+    after backward, before the optimizer step, without changing anything) goes to `probe_rows`.
+    """
     model.train()
     linears = linear_layers(model)
     device = data.train_x.device
@@ -103,7 +109,7 @@ def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batc
     n_steps = steps_per_epoch(len(data.train_y), batch_size)
     bar = tqdm(batch_indices(len(data.train_y), batch_size, batch_gen, device), total=n_steps,
                desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
-    for idx in bar:
+    for step, idx in enumerate(bar, start=first_step):
         x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if hflip:
             x = flip_half(x, data.image_shape, batch_gen)
@@ -115,6 +121,8 @@ def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batc
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm_sum += torch.stack([torch.linalg.vector_norm(layer.weight.grad) for layer in linears])
+        if step_probes is not None and step_probes.due(step):
+            probe_rows.append(step_probes.measure(model, x, y, optimizer.param_groups[0]["lr"], step, epoch))
         optimizer.step()
         scheduler.step()
         loss_sum += loss_value * len(y)
@@ -124,6 +132,16 @@ def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batc
     grad_norms = (grad_norm_sum / n_steps).tolist()
     row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate(grad_norms)})
     return row
+
+
+def slurm_identity() -> dict[str, Any]:
+    """The SLURM job this run is (array jobs as ARRAY_INDEX, as squeue shows them), and its restarts."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
+           else env["SLURM_JOB_ID"])
+    return {"slurm_job_id": job, "slurm_restarts": int(env.get("SLURM_RESTART_COUNT", 0))}
 
 
 def run_probes(cfg, model: nn.Sequential, data: Splits, seed: int, out_dir: Path, results: dict) -> None:
@@ -151,11 +169,12 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     results: dict[str, Any] = {
         "status": "running", "error": None, **{f"{split}_{metric}": None for split in ("train", "val", "test")
                                                for metric in ("acc", "loss")},
-        "seed": cfg.seed, "device": None, "n_params": None,
+        "seed": cfg.seed, "device": None, "n_params": None, **slurm_identity(),
         "overrides": list(overrides), "git_commit": records.git_commit(), "versions": records.versions(),
     }
     checkpoint_path = out_dir / records.CHECKPOINT_FILE
-    progress: dict[str, Any] = {"rows": [], "best_val_acc": -1.0, "best_epoch": 0, "seconds_before": 0.0}
+    progress: dict[str, Any] = {"rows": [], "probe_rows": [], "best_val_acc": -1.0, "best_epoch": 0,
+                                "seconds_before": 0.0}
     try:
         validate(cfg)
         device = resolve_device(cfg.device.value if hasattr(cfg.device, "value") else cfg.device)
@@ -175,7 +194,10 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         results["lr_effective"] = lr
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.optimizer.momentum,
                                     nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay)
-        total_steps = cfg.trainer.epochs * steps_per_epoch(len(data.train_y), cfg.trainer.batch_size)
+        steps = steps_per_epoch(len(data.train_y), cfg.trainer.batch_size)
+        total_steps = cfg.trainer.epochs * steps
+        step_probes = probes.StepProbes(cfg.probe, cfg.trainer.label_smoothing)
+        step_probes = step_probes if step_probes.active else None
         scheduler = make_scheduler(cfg.optimizer, optimizer, total_steps, peak_lr=lr)
         batch_gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -193,7 +215,8 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
             row = {"epoch": epoch}
             running = train_epoch(model, optimizer, scheduler, data, cfg.trainer.batch_size, batch_gen, epoch,
                                   hflip=cfg.dataset.hflip, label_smoothing=cfg.trainer.label_smoothing,
-                                  diverge_loss=cfg.trainer.diverge_loss)
+                                  diverge_loss=cfg.trainer.diverge_loss, step_probes=step_probes,
+                                  first_step=(epoch - 1) * steps, probe_rows=progress["probe_rows"])
             row["train_loss"], row["train_acc"] = running.pop("train_loss"), running.pop("train_acc")
             row["val_loss"], row["val_acc"] = evaluate(model, data.val_x, data.val_y)
             row["lr"] = optimizer.param_groups[0]["lr"]
@@ -203,6 +226,8 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
             if row["val_acc"] > progress["best_val_acc"]:
                 progress["best_val_acc"], progress["best_epoch"] = row["val_acc"], epoch
             records.write_metrics(out_dir / records.METRICS_FILE, progress["rows"])
+            if progress["probe_rows"]:
+                records.write_metrics(out_dir / records.LANDSCAPE_FILE, progress["probe_rows"])
             log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs)",
                      epoch, cfg.trainer.epochs, row["train_loss"], row["train_acc"], row["val_loss"],
                      row["val_acc"], row["epoch_seconds"])

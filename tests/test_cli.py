@@ -68,3 +68,43 @@ def test_one_epoch_on_real_fashion_mnist(tmp_path):
     results = json.loads(results.read_text())
     assert results["val_acc"] >= 0.80
     assert results["n_params"] > 0 and results["status"] == "completed"
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    """SIGKILL mid-run, start the same command again in the same folder: same metrics as a whole run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["dataset=synthetic", "trainer.epochs=12", "model.hidden=[512,512]", "trainer.batch_size=2",
+            "trainer.threads=1", "model.dropout=0.1"]
+    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+
+    folder = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "mlbasics.run", *args, f"hydra.run.dir={folder}"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = folder / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (folder / "results.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli(*args, f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in (folder / "run.log").read_text()
+
+    def table(path):
+        with open(path / "metrics.csv") as f:
+            return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
+
+    assert table(folder) == table(tmp_path / "whole")
+    final = json.loads((folder / "results.json").read_text())
+    reference = json.loads((tmp_path / "whole" / "results.json").read_text())
+    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
+        assert final[key] == reference[key], key

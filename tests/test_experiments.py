@@ -18,6 +18,8 @@ SHORTENED = {
     "lr_convex": ("trainer.epochs=40", "optimizer.lr=0.5,64"),
     "batchnorm_bs1": ("trainer.epochs=1", "seed=0", "dataset.train_size=null", "dataset.val_size=400"),
     "symmetry": ("trainer.epochs=2", "seed=0"),
+    "bn_landscape": ("trainer.epochs=2", "seed=0", "probe.landscape.every=5", "probe.ics.every=5",
+                     "model.hidden=[32,32,32]"),
 }
 
 
@@ -33,6 +35,9 @@ def test_experiment_runs_shortened(name, tmp_path):
     table = pd.read_csv(summary_path)
     check = globals()[f"check_{name}"]
     check(table)
+    if name == "bn_landscape":  # the Figure 4 analogue, and its data in long form
+        assert (summary_path.parent / "landscape.png").read_bytes()[:4] == b"\x89PNG"
+        assert (summary_path.parent / "landscape_curves.csv").exists()
 
 
 def check_fashion_mnist(table):
@@ -80,3 +85,12 @@ def check_symmetry(table):
     assert row["status"] == "completed"
     assert row["symmetry_permuted_loss_diff"] < 1e-4
     assert row["symmetry_jensen_gap"] > 0
+
+
+def check_bn_landscape(table):
+    assert len(table) == 4
+    for column in ("landscape_loss_range_first", "landscape_gradpred_last", "landscape_beta_eff_first",
+                   "ics_l2_fc1", "ics_cos_fc4"):
+        assert column in table.columns, column
+    completed = table[table["status"] == "completed"]
+    assert (completed["ics_l2_fc1"] == 0).all() and (completed["landscape_beta_eff_first"] > 0).all()
