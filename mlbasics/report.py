@@ -27,7 +27,7 @@ RESULT_COLUMNS = ["status", "error", *FINAL_METRICS, "n_params", "device", "slur
 NOT_METRICS = {"seed", "overrides", "git_commit", "versions", "traceback", "n_params", "device", "status", "error",
                "slurm_restarts"}
 MEASURED_PREFIXES = ("collapse_", "symmetry_", "first_epoch_", "grad_ratio_", "landscape_", "ics_")
-MEASURED_KEYS = {"smoothness_L", "lr_effective"}
+MEASURED_KEYS = {"smoothness_L", "lr_effective", "train_loss_increases"}
 VAL_ACC_TARGET = 0.80  # "first epoch reaching 80 % validation accuracy" (exercise 6.3 b)
 
 
@@ -91,6 +91,8 @@ def curve_features(path: Path) -> dict[str, float]:
     features: dict[str, float] = {}
     reached = epochs.loc[epochs["val_acc"] >= VAL_ACC_TARGET, "epoch"]
     features[f"first_epoch_val_acc_{VAL_ACC_TARGET:.2f}"] = float(reached.iloc[0]) if len(reached) else float("nan")
+    # gradient descent with a step below 2/L never raises the loss of an L-smooth function
+    features["train_loss_increases"] = float((epochs["train_loss"].diff() > 0).sum())
     grads = [c for c in epochs.columns if c.startswith("grad_norm_fc")]
     if len(grads) >= 2 and len(epochs):
         first, last = epochs[grads[0]].iloc[0], epochs[grads[-1]].iloc[0]
@@ -147,7 +149,14 @@ def group(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     metrics = [m for m in FINAL_METRICS if m in done.columns] + sorted(extra)
     stats = done.groupby(keys, sort=True)[metrics].agg(["mean", "std"]) if len(done) else pd.DataFrame()
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
-    return counts.join(stats).reset_index()
+    grouped = counts.join(stats).reset_index()
+    return grouped.sort_values(keys, key=natural_order, kind="stable").reset_index(drop=True)
+
+
+def natural_order(column: pd.Series) -> pd.Series:
+    """Numbers by value (2 before 16), anything else as text."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if numbers.notna().all() else column
 
 
 def to_markdown(grouped: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
