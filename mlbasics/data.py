@@ -101,7 +101,7 @@ def load_splits(cfg, device: torch.device) -> Splits:
     else:
         pool_x, pool_y, test_x, test_y = read_torchvision(name, cfg.root)
     if cfg.train_size is not None and cfg.train_size < len(pool_y):
-        keep, _ = stratified_split(pool_y, cfg.train_size, cfg.split_seed + 1)  # + 1: independent of the val draw
+        _, keep = stratified_split(pool_y, cfg.train_size, cfg.split_seed + 1)  # + 1: independent of the val draw
         pool_x, pool_y = pool_x[keep], pool_y[keep]
     train_idx, val_idx = stratified_split(pool_y, cfg.val_size, cfg.split_seed)
     normalise = normaliser(pool_x[train_idx])

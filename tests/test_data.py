@@ -36,6 +36,15 @@ def test_split_is_fixed_by_split_seed_and_disjoint(idx_root):
     assert len(train_rows) == 250 and len(val_rows) == 50 and not train_rows & val_rows
 
 
+def test_train_size_subsamples_the_pool_stratified(idx_root):
+    splits = load_splits(ds_cfg(idx_root, train_size=100, val_size=20), torch.device("cpu"))
+    assert len(splits.train_y) == 80 and len(splits.val_y) == 20
+    assert torch.bincount(splits.train_y, minlength=10).tolist() == [8] * 10
+    assert torch.bincount(splits.val_y, minlength=10).tolist() == [2] * 10
+    again = load_splits(ds_cfg(idx_root, train_size=100, val_size=20), torch.device("cpu"))
+    assert torch.equal(splits.train_x, again.train_x)
+
+
 def test_normalised_with_training_statistics(idx_root):
     splits = load_splits(ds_cfg(idx_root, val_size=50), torch.device("cpu"))
     assert abs(splits.train_x.mean().item()) < 1e-5
