@@ -151,6 +151,36 @@ def newton_vs_gd(seed: int = 0, d: int = 20, condition: float = 100.0, tol: floa
     }
 
 
+def batchnorm_single_sample(seed: int = 0) -> dict[str, object]:
+    """6.3 h: one sample cannot be batch-normalised in training mode, but eval mode uses running statistics.
+
+    A BatchNorm MLP takes 50 SGD steps on random batches of 16 (so its running statistics are
+    real), then one sample goes through it in training mode (PyTorch refuses) and in eval mode,
+    where the output must equal that sample's row of a batched eval-mode forward pass.
+    """
+    torch.manual_seed(seed)
+    cfg = OmegaConf.merge(OmegaConf.structured(Config).model, {"hidden": [32, 16], "batchnorm": True})
+    model = build_mlp(cfg, 8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(50):
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    batch = torch.randn(10, 8)
+    try:
+        model.train()(batch[:1])
+        train_mode = "no error"
+    except ValueError as err:
+        train_mode = str(err)
+    model.eval()
+    with torch.no_grad():
+        single, batched = model(batch[:1]), model(batch)
+    return {"train_mode_single_sample": train_mode,
+            "eval_mode_single_sample_output": single[0].tolist(),
+            "eval_single_vs_batched_max_abs_diff": (single[0] - batched[0]).abs().max().item()}
+
+
 def forward_pass(x: list[float], W1: list[list[float]], W2: list[list[float]]) -> dict[str, list[float]]:
     """6.5: z1 = x W1, h = ReLU(z1), z2 = h W2, o = softmax(z2), no biases."""
     try:
@@ -170,6 +200,8 @@ def forward_pass(x: list[float], W1: list[list[float]], W2: list[list[float]]) -
 
 
 def fmt(values) -> str:
+    if isinstance(values, str):
+        return values
     if isinstance(values, (int, float)):
         return f"{values:.6g}"
     return "[" + ", ".join(fmt(v) for v in values) + "]"
@@ -198,6 +230,8 @@ STEPS: dict[str, Callable[[SheetConfig], None]] = {
     "mse_convexity": lambda c: print_numbers("6.2 a, b: ||Xw - Y||^2 is convex", mse_convexity(c.seed)),
     "softmax": lambda c: print_numbers("6.3 c: softmax of large logits in float32", softmax_stability()),
     "newton_cost": lambda c: print_numbers("6.3 d: Newton's method on the default network", newton_cost()),
+    "batchnorm_eval": lambda c: print_numbers("6.3 h: BatchNorm and a single sample",
+                                              batchnorm_single_sample(c.seed)),
     "newton_vs_gd": lambda c: print_numbers("6.3 g: Newton vs gradient descent on a quadratic",
                                             newton_vs_gd(c.seed)),
     "forward": print_forward,

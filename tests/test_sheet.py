@@ -91,3 +91,10 @@ def test_newton_one_step_and_gd_needs_many():
     # GD's error contracts at least by (kappa - 1) / (kappa + 1) per step with the best fixed step
     assert 1 < out["gd_steps_to_tol"] <= out["gd_steps_predicted"]
     assert sheet.newton_vs_gd(condition=10.0)["gd_steps_to_tol"] < out["gd_steps_to_tol"]
+
+
+def test_batchnorm_single_sample_fails_in_training_and_works_in_eval():
+    out = sheet.batchnorm_single_sample()
+    assert out["train_mode_single_sample"].startswith("Expected more than 1 value per channel when training")
+    assert len(out["eval_mode_single_sample_output"]) == 3
+    assert out["eval_single_vs_batched_max_abs_diff"] < 1e-6
