@@ -83,17 +83,23 @@ else
   sleep 1
 fi
 
+# a daemon that is running but does not answer (say, one left half-stopped) is replaced
+if pgrep -x slurmctld >/dev/null && ! timeout 5 scontrol ping >/dev/null 2>&1; then
+  say "slurmctld does not answer; restarting it"
+  pkill -x slurmctld; sleep 1; pkill -9 -x slurmctld 2>/dev/null || true
+fi
 pgrep -x slurmctld >/dev/null || { say "starting slurmctld"; slurmctld; }
 pgrep -x slurmd >/dev/null || { say "starting slurmd"; slurmd; }
 
 for _ in $(seq 60); do
-  state=$(sinfo -h -n "$host" -o %t 2>/dev/null || true)
+  # a bounded wait: sinfo retries for a long time while no controller answers
+  state=$(timeout 5 sinfo -h -n "$host" -o %t 2>/dev/null || true)
   case "$state" in
     idle|mix|alloc) say "node $host is $state"; exit 0 ;;
-    down*|drain*) scontrol update nodename="$host" state=resume 2>/dev/null || true ;;
+    down*|drain*) timeout 5 scontrol update nodename="$host" state=resume 2>/dev/null || true ;;
   esac
   sleep 1
 done
 say "node $host did not become idle; see $LOG_DIR/slurmctld.log and $LOG_DIR/slurmd.log" >&2
-sinfo >&2 || true
+timeout 5 sinfo >&2 || true
 exit 1
