@@ -51,7 +51,9 @@ def draw_all(table: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: s
 
     done = table[table["status"] == "completed"].assign(group=lambda d: d["job"].map(labels))
     stats = done.groupby("group", sort=True)[metric].agg(["mean", "std"]).fillna(0.0)
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * max(len(stats), 1) + 1.5))
+    longest = max((len(label) for label in stats.index), default=0)
+    # room for the group labels beside the bars, which grow with the number of swept keys
+    fig, ax = plt.subplots(figsize=(6 + 0.08 * longest, 2 + 0.4 * max(len(stats), 1)))
     ax.barh(stats.index, stats["mean"], xerr=stats["std"], capsize=3)
     if len(stats):
         low = stats["mean"].min() - 3 * stats["std"].max()
