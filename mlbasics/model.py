@@ -45,7 +45,7 @@ def build_mlp(cfg, in_features: int, n_classes: int) -> nn.Sequential:
     for out in cfg.hidden:
         layers.append(nn.Linear(width, out))
         if cfg.batchnorm:
-            layers.append(NoisyBatchNorm1d(out) if cfg.get("batchnorm_noise") else nn.BatchNorm1d(out))
+            layers.append(NoisyBatchNorm1d(out) if cfg.batchnorm_noise else nn.BatchNorm1d(out))
         layers.append(activation())
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))

@@ -27,8 +27,8 @@ register()
 def threads_per_job(launcher: DictConfig) -> int | None:
     """Divide the cores between the jobs a launcher runs side by side (None: leave torch's default)."""
     cores = len(os.sched_getaffinity(0))
-    if "n_jobs" in launcher:  # joblib: n_jobs=-1 means one job per core
-        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores
+    if "n_jobs" in launcher:  # joblib's convention: -1 = one job per core, -2 = all cores but one, ...
+        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores + 1 + launcher.n_jobs)
         return max(1, cores // n_jobs)
     if launcher.get("cpus_per_task"):  # submitit: each job owns the CPUs it asked SLURM for
         return int(launcher.cpus_per_task)
