@@ -51,6 +51,15 @@ def read_metrics(folder):
         return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
 
 
+def release_held_jobs() -> None:
+    """SLURM holds a requeued job back for a while (reason BeginTime); let such jobs start now."""
+    pending = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True)
+    for line in pending.stdout.splitlines():
+        job_id, reason = line.split(maxsplit=1)
+        if reason == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+
+
 def test_sweep_runs_through_slurm_and_aggregates(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "dataset=synthetic", "trainer.epochs=2", "model.batchnorm=true,false", "seed=0,1",
@@ -90,20 +99,49 @@ def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
     (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
-    # SLURM holds a requeued job back for a while (reason BeginTime); let it start again now.
-    for _ in range(100):
-        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
-        if state.stdout.startswith("PENDING") and "BeginTime" in state.stdout:
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
-            break
-        time.sleep(0.1)
-    output, _ = launcher.communicate(timeout=600)
+    deadline = time.time() + 600
+    while launcher.poll() is None and time.time() < deadline:
+        release_held_jobs()
+        time.sleep(0.5)
+    output, _ = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, output[-3000:]
 
     job_dir = metrics.parent
     results = json.loads((job_dir / "results.json").read_text())
     assert results["status"] == "completed"
     assert results["slurm_restarts"] >= 1  # SLURM really started it a second time
+    assert "resuming from" in (job_dir / "run.log").read_text()
+    assert read_metrics(job_dir) == read_metrics(tmp_path / "whole")
+    reference = json.loads((tmp_path / "whole" / "results.json").read_text())
+    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
+        assert results[key] == reference[key], key
+
+
+def test_time_limit_requeues_through_submitit_and_resumes(tmp_path):
+    """A job that outlives its time limit: USR2 arrives before the limit, submitit's checkpoint hook
+    requeues it into the same folder, and it resumes from checkpoint.pt until it is done."""
+    args = ("dataset=synthetic", "trainer.epochs=20", "model.hidden=[512,512]", "trainer.batch_size=2",
+            "trainer.threads=1", "optimizer.lr=0.01")
+    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+
+    sweep = tmp_path / "sweep"
+    # the shortest limit SLURM knows (1 minute), with the warning 50 s before it: ~10 s per attempt
+    launcher = subprocess.Popen([sys.executable, "-m", "mlbasics.run", "-m", *args, *SLURM,
+                                 "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+                                 "hydra.launcher.max_num_timeout=30", f"hydra.sweep.dir={sweep}"],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while launcher.poll() is None and time.time() < deadline:
+        release_held_jobs()
+        time.sleep(0.5)
+    output, _ = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, output[-3000:]
+
+    (job_dir,) = [p.parent for p in sweep.glob("*/results.json")]
+    results = json.loads((job_dir / "results.json").read_text())
+    assert results["status"] == "completed"
+    assert results["slurm_restarts"] >= 1
     assert "resuming from" in (job_dir / "run.log").read_text()
     assert read_metrics(job_dir) == read_metrics(tmp_path / "whole")
     reference = json.loads((tmp_path / "whole" / "results.json").read_text())
