@@ -84,9 +84,9 @@ def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
     assert whole.returncode == 0, whole.stderr
 
     sweep = tmp_path / "sweep"
+    log = open(tmp_path / "launcher.log", "w")  # a file, not a pipe: nobody reads it while the job runs
     launcher = subprocess.Popen([sys.executable, "-m", "mlbasics.run", "-m", *args, *SLURM,
-                                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     metrics = None
     while time.time() < deadline:
@@ -103,8 +103,9 @@ def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
     while launcher.poll() is None and time.time() < deadline:
         release_held_jobs()
         time.sleep(0.5)
-    output, _ = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, output[-3000:]
+    launcher.wait(timeout=60)
+    log.close()
+    assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
 
     job_dir = metrics.parent
     results = json.loads((job_dir / "results.json").read_text())
@@ -126,17 +127,19 @@ def test_time_limit_requeues_through_submitit_and_resumes(tmp_path):
     assert whole.returncode == 0, whole.stderr
 
     sweep = tmp_path / "sweep"
+    log = open(tmp_path / "launcher.log", "w")  # a file, not a pipe: nobody reads it while the job runs
     # the shortest limit SLURM knows (1 minute), with the warning 50 s before it: ~10 s per attempt
     launcher = subprocess.Popen([sys.executable, "-m", "mlbasics.run", "-m", *args, *SLURM,
                                  "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
                                  "hydra.launcher.max_num_timeout=30", f"hydra.sweep.dir={sweep}"],
-                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while launcher.poll() is None and time.time() < deadline:
         release_held_jobs()
         time.sleep(0.5)
-    output, _ = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, output[-3000:]
+    launcher.wait(timeout=60)
+    log.close()
+    assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
 
     (job_dir,) = [p.parent for p in sweep.glob("*/results.json")]
     results = json.loads((job_dir / "results.json").read_text())
