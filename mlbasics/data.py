@@ -95,7 +95,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
 
 def load_splits(cfg, device: torch.device) -> Splits:
     """The config's dataset, split and normalised with the training split's statistics, on `device`."""
-    name = cfg.name.value if hasattr(cfg.name, "value") else str(cfg.name)
+    name = cfg.name.value
     if name == "synthetic":
         pool_x, pool_y, test_x, test_y = make_synthetic(cfg.split_seed)
     else:

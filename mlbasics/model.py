@@ -39,7 +39,7 @@ class NoisyBatchNorm1d(nn.BatchNorm1d):
 
 def build_mlp(cfg, in_features: int, n_classes: int) -> nn.Sequential:
     """`cfg.hidden=[]` gives softmax regression: a single Linear layer (the loss applies the softmax)."""
-    activation = ACTIVATIONS[cfg.activation.value if hasattr(cfg.activation, "value") else cfg.activation]
+    activation = ACTIVATIONS[cfg.activation.value]
     layers: list[nn.Module] = []
     width = in_features
     for out in cfg.hidden:

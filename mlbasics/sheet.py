@@ -214,7 +214,7 @@ def print_forward(cfg: SheetConfig) -> None:
     print(f"  z1 = x W1 = {fmt(out['z1'])}")
     print(f"  h = ReLU(z1) = {fmt(out['h'])}")
     print(f"  z2 = h W2 = {fmt(out['z2'])}")
-    print(f"  o = softmax(z2) = exp(z2) / sum(exp(z2))")
+    print("  o = softmax(z2) = exp(z2) / sum(exp(z2))")
     print(f"softmax = {fmt(out['softmax'])}")
 
 

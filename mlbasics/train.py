@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mlbasics import probes, records
-from mlbasics.config import ConfigError, LrUnit, validate
+from mlbasics.config import ConfigError, Device, LrUnit, Schedule, validate
 from mlbasics.data import DataUnavailable, Splits, batch_indices, load_splits
 from mlbasics.model import build_mlp, count_parameters, linear_layers
 
@@ -34,11 +34,11 @@ class Diverged(RuntimeError):
     """The training loss became inf or nan."""
 
 
-def resolve_device(choice: str) -> torch.device:
+def resolve_device(choice: Device) -> torch.device:
     """`auto` takes CUDA when there is one; asking for `cuda` without one is a user error."""
-    if choice == "cuda" and not torch.cuda.is_available():
+    if choice == Device.cuda and not torch.cuda.is_available():
         raise ConfigError("device=cuda is not allowed here: no CUDA device is available (use auto or cpu)")
-    if choice == "cpu" or not torch.cuda.is_available():
+    if choice == Device.cpu or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
 
@@ -58,10 +58,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 def make_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, peak_lr: float):
     """Stepped once per batch, so the schedule does not depend on the epoch boundary."""
-    kind = cfg.schedule.value if hasattr(cfg.schedule, "value") else cfg.schedule
-    if kind == "cosine":
+    if cfg.schedule == Schedule.cosine:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if kind == "onecycle":
+    if cfg.schedule == Schedule.onecycle:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr, total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
@@ -177,7 +176,7 @@ def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
                                 "seconds_before": 0.0}
     try:
         validate(cfg)
-        device = resolve_device(cfg.device.value if hasattr(cfg.device, "value") else cfg.device)
+        device = resolve_device(cfg.device)
         results["device"] = str(device)
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)

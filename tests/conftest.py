@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -72,3 +74,22 @@ def run_cli(*args: str, cwd: Path, module: str = "mlbasics.run", timeout: int = 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+FINAL_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc")
+
+
+def read_metrics(folder: Path) -> list[dict[str, str]]:
+    """metrics.csv rows without epoch_seconds, the one column that is a timing, not a result."""
+    with open(folder / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
+
+
+def assert_same_run(folder: Path, reference: Path) -> dict:
+    """The run in `folder` ended exactly like the uninterrupted one in `reference`; returns its results."""
+    assert read_metrics(folder) == read_metrics(reference)
+    results = json.loads((folder / "results.json").read_text())
+    expected = json.loads((reference / "results.json").read_text())
+    for key in FINAL_METRICS:
+        assert results[key] == expected[key], key
+    return results

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import REAL_DATA, real_data, run_cli
+from conftest import REAL_DATA, assert_same_run, real_data, run_cli
 
 
 def test_synthetic_run_leaves_its_files(tmp_path):
@@ -99,12 +99,4 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in (folder / "run.log").read_text()
 
-    def table(path):
-        with open(path / "metrics.csv") as f:
-            return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
-
-    assert table(folder) == table(tmp_path / "whole")
-    final = json.loads((folder / "results.json").read_text())
-    reference = json.loads((tmp_path / "whole" / "results.json").read_text())
-    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
-        assert final[key] == reference[key], key
+    assert_same_run(folder, tmp_path / "whole")

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import read_metrics
 from mlbasics import probes
 from mlbasics.config import ModelConfig
 from mlbasics.model import build_mlp, santurkar_noise
@@ -19,18 +20,13 @@ SMALL = ("dataset=synthetic", "trainer.epochs=3", "model.hidden=[32,32,16]", "tr
          "device=cpu", "model.dropout=0.1")
 
 
-def metrics(folder):
-    with open(folder / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
-
-
 @pytest.mark.parametrize("noise", ["false", "true"])
 def test_probes_never_change_training(make_cfg, tmp_path, noise):
     plain = make_cfg(*SMALL, f"model.batchnorm_noise={noise}")
     probed = make_cfg(*SMALL, f"model.batchnorm_noise={noise}", "probe.landscape.every=3", "probe.ics.every=4",
                       "probe.collapse=true", "probe.symmetry=true")
     a, b = train(plain, tmp_path / "plain"), train(probed, tmp_path / "probed")
-    assert metrics(tmp_path / "plain") == metrics(tmp_path / "probed")
+    assert read_metrics(tmp_path / "plain") == read_metrics(tmp_path / "probed")
     for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss"):
         assert a[key] == b[key], key
     state_a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)

@@ -7,7 +7,6 @@ instead of a skip.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import assert_same_run, run_cli
 
 
 def slurm_reachable() -> bool:
@@ -46,11 +45,6 @@ SLURM = ("hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launch
          "hydra.launcher.timeout_min=10")
 
 
-def read_metrics(folder):
-    with open(folder / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
-
-
 def release_held_jobs() -> None:
     """SLURM holds a requeued job back for a while (reason BeginTime); let such jobs start now."""
     pending = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True)
@@ -58,6 +52,36 @@ def release_held_jobs() -> None:
         job_id, reason = line.split(maxsplit=1)
         if reason == "BeginTime":
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+
+
+def uninterrupted(args: tuple[str, ...], tmp_path) -> None:
+    """The reference: the same run, locally and in one go, in tmp_path/whole."""
+    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+
+
+def launch(args: tuple[str, ...], tmp_path, *extra: str) -> subprocess.Popen:
+    """A one-job sweep through SLURM into tmp_path/sweep, logging to a file (a pipe nobody reads would fill)."""
+    with open(tmp_path / "launcher.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "mlbasics.run", "-m", *args, *SLURM, *extra,
+                                 f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_releasing_held_jobs(launcher: subprocess.Popen, tmp_path) -> None:
+    deadline = time.time() + 600
+    while launcher.poll() is None and time.time() < deadline:
+        release_held_jobs()
+        time.sleep(0.5)
+    launcher.wait(timeout=60)
+    assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
+
+
+def assert_resumed_like_uninterrupted(job_dir, tmp_path) -> None:
+    results = assert_same_run(job_dir, tmp_path / "whole")
+    assert results["status"] == "completed"
+    assert results["slurm_restarts"] >= 1  # SLURM really started it again
+    assert "resuming from" in (job_dir / "run.log").read_text()
 
 
 def test_sweep_runs_through_slurm_and_aggregates(tmp_path):
@@ -80,13 +104,9 @@ def test_sweep_runs_through_slurm_and_aggregates(tmp_path):
 def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
     args = ("dataset=synthetic", "trainer.epochs=12", "model.hidden=[512,512]", "trainer.batch_size=2",
             "trainer.threads=1", "model.dropout=0.1")
-    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
-
+    uninterrupted(args, tmp_path)
+    launcher = launch(args, tmp_path)
     sweep = tmp_path / "sweep"
-    log = open(tmp_path / "launcher.log", "w")  # a file, not a pipe: nobody reads it while the job runs
-    launcher = subprocess.Popen([sys.executable, "-m", "mlbasics.run", "-m", *args, *SLURM,
-                                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     metrics = None
     while time.time() < deadline:
@@ -99,23 +119,8 @@ def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
     (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
-    deadline = time.time() + 600
-    while launcher.poll() is None and time.time() < deadline:
-        release_held_jobs()
-        time.sleep(0.5)
-    launcher.wait(timeout=60)
-    log.close()
-    assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
-
-    job_dir = metrics.parent
-    results = json.loads((job_dir / "results.json").read_text())
-    assert results["status"] == "completed"
-    assert results["slurm_restarts"] >= 1  # SLURM really started it a second time
-    assert "resuming from" in (job_dir / "run.log").read_text()
-    assert read_metrics(job_dir) == read_metrics(tmp_path / "whole")
-    reference = json.loads((tmp_path / "whole" / "results.json").read_text())
-    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
-        assert results[key] == reference[key], key
+    wait_releasing_held_jobs(launcher, tmp_path)
+    assert_resumed_like_uninterrupted(metrics.parent, tmp_path)
 
 
 def test_time_limit_requeues_through_submitit_and_resumes(tmp_path):
@@ -123,30 +128,10 @@ def test_time_limit_requeues_through_submitit_and_resumes(tmp_path):
     requeues it into the same folder, and it resumes from checkpoint.pt until it is done."""
     args = ("dataset=synthetic", "trainer.epochs=20", "model.hidden=[512,512]", "trainer.batch_size=2",
             "trainer.threads=1", "optimizer.lr=0.01")
-    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
-
-    sweep = tmp_path / "sweep"
-    log = open(tmp_path / "launcher.log", "w")  # a file, not a pipe: nobody reads it while the job runs
+    uninterrupted(args, tmp_path)
     # the shortest limit SLURM knows (1 minute), with the warning 50 s before it: ~10 s per attempt
-    launcher = subprocess.Popen([sys.executable, "-m", "mlbasics.run", "-m", *args, *SLURM,
-                                 "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
-                                 "hydra.launcher.max_num_timeout=30", f"hydra.sweep.dir={sweep}"],
-                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    while launcher.poll() is None and time.time() < deadline:
-        release_held_jobs()
-        time.sleep(0.5)
-    launcher.wait(timeout=60)
-    log.close()
-    assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
-
-    (job_dir,) = [p.parent for p in sweep.glob("*/results.json")]
-    results = json.loads((job_dir / "results.json").read_text())
-    assert results["status"] == "completed"
-    assert results["slurm_restarts"] >= 1
-    assert "resuming from" in (job_dir / "run.log").read_text()
-    assert read_metrics(job_dir) == read_metrics(tmp_path / "whole")
-    reference = json.loads((tmp_path / "whole" / "results.json").read_text())
-    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
-        assert results[key] == reference[key], key
+    launcher = launch(args, tmp_path, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+                      "hydra.launcher.max_num_timeout=30")
+    wait_releasing_held_jobs(launcher, tmp_path)
+    (job_dir,) = [p.parent for p in (tmp_path / "sweep").glob("*/results.json")]
+    assert_resumed_like_uninterrupted(job_dir, tmp_path)

@@ -8,19 +8,17 @@ import json
 import pytest
 import torch
 
+from conftest import assert_same_run, read_metrics
 from mlbasics import records
 from mlbasics.train import steps_per_epoch, train
 
 SMALL = ("dataset=synthetic", "trainer.epochs=3", "model.hidden=[32,16]", "trainer.batch_size=64", "device=cpu")
 
 
-def read_metrics(folder):
+def read_rows(folder):
+    """metrics.csv as written, timing column included."""
     with open(folder / records.METRICS_FILE) as f:
         return list(csv.DictReader(f))
-
-
-def without_timing(rows):
-    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
 
 
 def test_completed_run_writes_metrics_and_results(make_cfg, tmp_path):
@@ -35,7 +33,7 @@ def test_completed_run_writes_metrics_and_results(make_cfg, tmp_path):
     assert on_disk["epochs_completed"] == 3 and on_disk["device"] == "cpu"
     assert on_disk["n_params"] == (32 * 32 + 32) + 2 * 32 + (32 * 16 + 16) + 2 * 16 + (16 * 4 + 4)
     assert on_disk["test_acc"] > 0.6  # four separable clusters: well above chance (0.25)
-    rows = read_metrics(tmp_path)
+    rows = read_rows(tmp_path)
     assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
                              "grad_norm_fc1", "grad_norm_fc2", "grad_norm_fc3"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -48,7 +46,7 @@ def test_same_seed_same_metrics(make_cfg, tmp_path):
     train(make_cfg(*SMALL, "model.dropout=0.2"), tmp_path / "a")
     train(make_cfg(*SMALL, "model.dropout=0.2"), tmp_path / "b")
     train(make_cfg(*SMALL, "model.dropout=0.2", "seed=1"), tmp_path / "c")
-    a, b, c = (without_timing(read_metrics(tmp_path / x)) for x in "abc")
+    a, b, c = (read_metrics(tmp_path / x) for x in "abc")
     assert a == b
     assert a != c
 
@@ -102,10 +100,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path, mo
     assert not (tmp_path / "resumed" / "results.json").exists()
     monkeypatch.setattr(train_module, "train_epoch", real_epoch)
 
-    results = train(cfg, tmp_path / "resumed")
-    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
-    assert without_timing(read_metrics(tmp_path / "resumed")) == without_timing(read_metrics(tmp_path / "whole"))
-    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
-        assert results[key] == whole[key], key
+    train(cfg, tmp_path / "resumed")
+    assert_same_run(tmp_path / "resumed", tmp_path / "whole")
     checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert len(checkpoint["progress"]["rows"]) == 3
