@@ -24,7 +24,8 @@ from torch import nn
 from mlbasics.config import Config, default_data_root
 from mlbasics.data import load_splits, stratified_split
 from mlbasics.model import build_mlp
-from mlbasics.train import make_scheduler, train_epoch
+from mlbasics import optimizer as optim
+from mlbasics.train import Loop, fit_epoch
 
 BATCH_SIZE, LR = 64, 1e-3  # the tutorial's values
 
@@ -57,9 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cpu")
     data = load_splits(cfg.dataset, device)
     ours = build_mlp(cfg.model, data.n_features, data.n_classes)
-    ours_opt = torch.optim.SGD(ours.parameters(), lr=LR)
-    ours_schedule = make_scheduler(cfg.optimizer, ours_opt, total_steps=1, peak_lr=LR)
-    batches = torch.Generator().manual_seed(0)
+    ours_opt, ours_schedule = optim.build(cfg.optimizer, ours, LR, total_steps=1)
+    ours_loop = Loop(ours, ours_opt, ours_schedule, data, BATCH_SIZE, torch.Generator().manual_seed(0))
 
     full = datasets.FashionMNIST(args.root, train=True, download=True, transform=transforms.ToTensor())
     train_idx, _ = stratified_split(full.targets, cfg.dataset.val_size, cfg.dataset.split_seed)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             elif name == "floor":
                 reference_epoch(floor, gathered, floor_opt)
             else:
-                train_epoch(ours, ours_opt, ours_schedule, data, BATCH_SIZE, batches, epoch)
+                fit_epoch(ours_loop, epoch + 1)
             if epoch > 0:  # epoch 0 warms caches and allocators on both sides
                 times[name].append(time.perf_counter() - start)
             print(f"epoch {epoch} {name:<9} {time.perf_counter() - start:6.2f}s", flush=True)

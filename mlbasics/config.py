@@ -7,6 +7,7 @@ in `validate`, which raises `ConfigError` naming the key before any work starts.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -17,8 +18,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# The real datasets' training pools; val_size must leave part of it for training.
-TRAIN_POOL_SIZE = {"fashion_mnist": 60_000, "mnist": 60_000, "synthetic": 2_000}
 
 
 class DatasetName(str, Enum):
@@ -90,6 +89,9 @@ class OptimizerConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     schedule: Schedule = Schedule.onecycle
+    # onecycle only: also cycle momentum inversely to the lr (between 0.85 and 0.95, torch's
+    # OneCycleLR default), which replaces optimizer.momentum. Off, so the momentum asked for is the one used.
+    cycle_momentum: bool = False
     # two_over_L: optimizer.lr=0.5 means half of 2/L, L computed from the training data (needs model.hidden=[])
     lr_unit: LrUnit = LrUnit.absolute
 
@@ -107,6 +109,8 @@ class TrainerConfig:
     # A training loss above this also ends the run as `diverged` (None: only inf/nan do). Cross-entropy
     # has bounded gradients, so gradient descent past its step-size limit oscillates upwards without overflowing.
     diverge_loss: Optional[float] = None
+    # Move this folder's earlier run (of any config) aside into previous-<time>/ and train from scratch.
+    start_over: bool = False
 
 
 @dataclass
@@ -146,15 +150,36 @@ class ConfigError(ValueError):
     """A config value that is well-typed but out of range; the message names the key."""
 
 
+# Floats meet float32 tensors: anything beyond float32's range overflows there rather than training.
+FLOAT32_MAX = 3.4028234663852886e38
+# torch's generators take 64-bit seeds; split_seed + 1 also seeds the training subsample.
+SEED_MAX = 2 ** 63 - 2
+LANDSCAPE_POINTS_MAX = 64  # each point costs two forward-backward passes at every probed step
+WIDTH_MAX = 65_536         # a wider Linear layer on 784 inputs holds over 200 MB of weights
+FLOAT_KEYS = ("model.dropout", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
+              "trainer.label_smoothing", "trainer.diverge_loss", "probe.landscape.low", "probe.landscape.high")
+
+
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value} is not allowed: {allowed}")
 
 
+def _finite(cfg: Any) -> None:
+    """Every float key holds a number that float32 tensors can carry: no NaN, no infinity, no 1e308."""
+    for key in FLOAT_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            _check(math.isfinite(value) and abs(value) <= FLOAT32_MAX, key, value,
+                   f"must be a finite number of at most {FLOAT32_MAX:.4g} in size")
+
+
 def validate(cfg: Any) -> None:
     """Raise ConfigError for the first value Hydra's types cannot rule out."""
+    _finite(cfg)
     hidden = list(cfg.model.hidden)
-    _check(all(w >= 1 for w in hidden), "model.hidden", hidden, "every width must be >= 1")
+    _check(all(1 <= w <= WIDTH_MAX for w in hidden), "model.hidden", hidden,
+           f"every width must be in [1, {WIDTH_MAX}]")
     _check(0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "must be in [0, 1)")
     opt = cfg.optimizer
     _check(opt.lr > 0, "optimizer.lr", opt.lr, "must be > 0")
@@ -162,6 +187,8 @@ def validate(cfg: Any) -> None:
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "must be >= 0")
     _check(not opt.nesterov or opt.momentum > 0, "optimizer.nesterov", opt.nesterov,
            "needs optimizer.momentum > 0")
+    _check(not opt.cycle_momentum or opt.schedule == Schedule.onecycle, "optimizer.cycle_momentum",
+           opt.cycle_momentum, "needs optimizer.schedule=onecycle")
     _check(cfg.trainer.epochs >= 1, "trainer.epochs", cfg.trainer.epochs, "must be >= 1")
     _check(cfg.trainer.batch_size >= 1, "trainer.batch_size", cfg.trainer.batch_size, "must be >= 1")
     smoothing = cfg.trainer.label_smoothing
@@ -172,11 +199,18 @@ def validate(cfg: Any) -> None:
     _check(limit_loss is None or limit_loss > 0, "trainer.diverge_loss", limit_loss, "must be > 0 or null")
     land = cfg.probe.landscape
     _check(land.every >= 0, "probe.landscape.every", land.every, "must be >= 0 (0 = off)")
-    _check(land.points >= 2, "probe.landscape.points", land.points, "must be >= 2")
+    _check(2 <= land.points <= LANDSCAPE_POINTS_MAX, "probe.landscape.points", land.points,
+           f"must be in [2, {LANDSCAPE_POINTS_MAX}]")
     _check(0 < land.low < land.high, "probe.landscape.low", land.low, "need 0 < low < probe.landscape.high")
+    _check(land.high * opt.lr <= FLOAT32_MAX, "probe.landscape.high", land.high,
+           "times optimizer.lr must stay within float32's range")
     _check(cfg.probe.ics.every >= 0, "probe.ics.every", cfg.probe.ics.every, "must be >= 0 (0 = off)")
     threads = cfg.trainer.threads
     _check(threads is None or threads >= 1, "trainer.threads", threads, "must be >= 1 or null")
+    for key, seed in (("seed", cfg.seed), ("dataset.split_seed", cfg.dataset.split_seed)):
+        _check(0 <= seed <= SEED_MAX, key, seed, f"must be in [0, {SEED_MAX}]")
+    from mlbasics.data import TRAIN_POOL_SIZE  # here, not at the top: the report imports this module without torch
+
     ds = cfg.dataset
     limit = TRAIN_POOL_SIZE[ds.name.value]
     if ds.train_size is not None:

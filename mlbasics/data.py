@@ -8,20 +8,15 @@ transform and no DataLoader on the hot path (see `python -m mlbasics.bench` for 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import torch
 
-# torchvision's class, and the folder under dataset.root that holds `raw/`.
-TORCHVISION_DATASETS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
-RAW_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+from mlbasics.datafiles import DataUnavailable, read_dataset  # noqa: F401 - the error callers catch
+
 SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_FEATURES, SYNTHETIC_CLASSES = 2_000, 500, 32, 4
-
-
-class DataUnavailable(RuntimeError):
-    """The dataset is neither on disk nor downloadable; the message says what to put where."""
+# The training pool each dataset offers (the config's range checks read it from here).
+TRAIN_POOL_SIZE = {"fashion_mnist": 60_000, "mnist": 60_000, "synthetic": SYNTHETIC_TRAIN}
 
 
 @dataclass
@@ -41,26 +36,6 @@ class Splits:
     @property
     def n_classes(self) -> int:
         return int(self.train_y.max()) + 1
-
-
-def read_torchvision(name: str, root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw uint8 images and labels (train pool, then test) through torchvision's reader.
-
-    Files already in `root/<Dataset>/raw` are used offline: torchvision checks the `.gz`
-    md5 and unpacks them beside themselves; only missing files are downloaded.
-    """
-    from torchvision import datasets  # imported here: the synthetic set must not pay for it
-
-    cls = getattr(datasets, TORCHVISION_DATASETS[name])
-    try:
-        train = cls(root, train=True, download=True)
-        test = cls(root, train=False, download=True)
-    except (RuntimeError, OSError) as err:
-        raw = Path(root) / TORCHVISION_DATASETS[name] / "raw"
-        raise DataUnavailable(
-            f"{name} is not in {raw} and could not be downloaded ({str(err).splitlines()[0]}); "
-            f"put {', '.join(RAW_FILES)} there or set dataset.root / MLBASICS_DATA") from None
-    return train.data, train.targets, test.data, test.targets
 
 
 def make_synthetic(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -99,7 +74,7 @@ def load_splits(cfg, device: torch.device) -> Splits:
     if name == "synthetic":
         pool_x, pool_y, test_x, test_y = make_synthetic(cfg.split_seed)
     else:
-        pool_x, pool_y, test_x, test_y = read_torchvision(name, cfg.root)
+        pool_x, pool_y, test_x, test_y = read_dataset(name, cfg.root)
     if cfg.train_size is not None and cfg.train_size < len(pool_y):
         _, keep = stratified_split(pool_y, cfg.train_size, cfg.split_seed + 1)  # + 1: independent of the val draw
         pool_x, pool_y = pool_x[keep], pool_y[keep]
@@ -127,18 +102,35 @@ def normaliser(train_x: torch.Tensor):
         mean, std = float(train_x.double().mean()), float(train_x.double().std())
     return lambda x: x.reshape(len(x), -1).to(torch.float32, copy=True).sub_(mean).div_(std)
 
-def batch_indices(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
-    """Shuffled index batches covering 0..n-1 once.
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Where each batch of an epoch over n samples starts.
 
     A trailing batch of a single sample is folded into the one before: BatchNorm cannot
     normalise one sample in training mode, and a run whose batch size is larger must not
     crash on the remainder of a division. With batch_size=1 every batch is one sample, and
     BatchNorm fails as PyTorch says it will (exercise 6.3 h).
     """
-    perm = torch.randperm(n, generator=gen).to(device)
     starts = list(range(0, n, batch_size))
     if batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
-    ends = starts[1:] + [n]
-    for start, end in zip(starts, ends):
+    return starts
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return len(batch_starts(n, batch_size))
+
+
+def batch_indices(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+    """Shuffled index batches covering 0..n-1 once (see `batch_starts` for their sizes)."""
+    perm = torch.randperm(n, generator=gen).to(device)
+    starts = batch_starts(n, batch_size)
+    for start, end in zip(starts, starts[1:] + [n]):
         yield perm[start:end]
+
+
+def flip_half(x: torch.Tensor, image_shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch left to right (a garment mirrored is the same garment)."""
+    mirrored = x.view(-1, *image_shape).flip(2).view(len(x), -1)
+    pick = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+    return torch.where(pick[:, None], mirrored, x)

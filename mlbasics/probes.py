@@ -16,20 +16,6 @@ import torch
 from torch import nn
 
 
-def softmax_regression_smoothness(x: torch.Tensor) -> float:
-    """L for the mean cross-entropy of softmax regression in its weights and biases.
-
-    The Hessian of cross-entropy in the logits, diag(p) - p p^T, is at most 1/2 (I - 11^T/K)
-    (Böhning 1992), so the loss is L-smooth with L = 1/2 lambda_max(X~^T X~ / n), where
-    X~ is the data with a column of ones for the bias. Gradient descent with step < 2/L
-    converges; 2/L is sufficient, not necessary, because the bound is loose away from one-hot p.
-    """
-    ones = torch.ones(len(x), 1, dtype=torch.float64, device=x.device)
-    design = torch.cat([x.double(), ones], dim=1)
-    gram = design.T @ design / len(x)
-    return 0.5 * torch.linalg.eigvalsh(gram)[-1].item()
-
-
 def affine_layers(model: nn.Sequential) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """The network as a chain of affine maps (Linear, and BatchNorm in eval mode), or None if it is not one."""
     chain = []

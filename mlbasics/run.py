@@ -1,8 +1,9 @@
 """Entry point: `python -m mlbasics.run [overrides]`, or `-m` for a sweep.
 
-A single run prints its final accuracies and exits non-zero with one line if it did not
-complete. Inside a multirun a job always returns normally after recording its outcome in
-results.json, because Hydra skips the end-of-sweep callbacks once a job has raised.
+A single run prints its final accuracies, or one line saying why it did not complete, and
+exits non-zero then: 1 for a run that diverged or failed, 2 for a config or folder that
+cannot work, 130 for Ctrl-C. Inside a multirun a job always returns normally after recording
+its outcome in results.json, because Hydra skips the end-of-sweep callbacks once a job has raised.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from mlbasics import records
 from mlbasics.config import PROJECT_DIR, ConfigError, register, validate
-from mlbasics.train import train
+from mlbasics.train import FolderHoldsAnotherRun, Interrupted, Job, set_aside_refused, train
 
 log = logging.getLogger(__name__)
 register()
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def threads_per_job(launcher: DictConfig) -> int | None:
@@ -35,6 +38,11 @@ def threads_per_job(launcher: DictConfig) -> int | None:
     return None
 
 
+def stop(message: str, code: int) -> None:
+    print(f"mlbasics: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 @hydra.main(version_base="1.3", config_path=str(PROJECT_DIR / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -42,23 +50,57 @@ def main(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.trainer.threads = threads_per_job(hydra_cfg.launcher)
     single_run = hydra_cfg.mode == RunMode.RUN
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
     if single_run:  # in a multirun, train() records the error as the job's result instead
         try:
             validate(cfg)
         except ConfigError as err:
-            print(f"mlbasics: {err}", file=sys.stderr)
-            sys.exit(2)
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-    results = train(cfg, out_dir, overrides=list(hydra_cfg.overrides.task))
-    if not single_run:
-        log.info("job %s: %s", hydra_cfg.job.num, results["status"])
+            stop(str(err), EXIT_USAGE)
+    try:
+        results = train(cfg, out_dir, overrides=overrides)
+    except FolderHoldsAnotherRun as refusal:
+        if single_run:  # Hydra has already written this invocation's config into .hydra/: put the run's back
+            earlier = refusal.earlier
+            if isinstance(earlier.get("config"), dict):
+                records.write_hydra_record(out_dir / ".hydra", earlier["config"], earlier.get("overrides", []))
+            stop(str(refusal), EXIT_USAGE)
+        results = set_aside_refused(Job.of(cfg, out_dir, overrides), refusal)
+    except records.OutputError as err:
+        if single_run:
+            stop(f"run failed: {err}; earlier files in {out_dir} are as they were", EXIT_FAILED)
+        log.error("job %s: %s (its results could not be recorded)", hydra_cfg.job.num, err)
         return
-    if results["status"] != "completed":
-        print(f"mlbasics: run {results['status']}: {results['error']} (see {out_dir})", file=sys.stderr)
-        sys.exit(1)
+    except Interrupted as stopped:
+        stop(interrupted_message(stopped, out_dir, None if single_run else Path(hydra_cfg.sweep.dir)),
+             EXIT_INTERRUPTED)
+    if not single_run:
+        level = logging.INFO if results["status"] == records.Status.completed else logging.ERROR
+        log.log(level, "job %s: %s%s", hydra_cfg.job.num, results["status"],
+                f": {results['error']}" if results.get("error") else "")
+        return
+    if results["status"] != records.Status.completed:
+        stop(f"run {results['status']}: {results['error']} (see {out_dir})", EXIT_FAILED)
     print(f"train_acc {results['train_acc']:.4f}  val_acc {results['val_acc']:.4f}  "
           f"test_acc {results['test_acc']:.4f}  ({results['wall_seconds']:.1f}s, {results['device']}) -> {out_dir}")
 
 
+def interrupted_message(stopped: Interrupted, out_dir: Path, sweep_dir: Path | None) -> str:
+    done = stopped.epochs_done
+    if done and stopped.saved:
+        where = (f"interrupted after epoch {done}; the same command resumes from {out_dir / records.CHECKPOINT_FILE}")
+    elif done:
+        where = f"interrupted after epoch {done} (trainer.checkpoint=false: nothing saved to resume from)"
+    else:
+        where = "interrupted before the first epoch ended; the same command starts it again"
+    if sweep_dir is None:
+        return where
+    return (f"sweep {where.replace('the same command', f'the same command with hydra.sweep.dir={sweep_dir}')}"
+            f"; tables of the jobs so far: python -m mlbasics.report {sweep_dir}")
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before or after a run (imports, Hydra's start): nothing to resume
+        stop("interrupted", EXIT_INTERRUPTED)

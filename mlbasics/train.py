@@ -1,29 +1,34 @@
-"""One training run, top to bottom: data, model, SGD, epochs, metrics, checkpoint, results.
+"""One training run, top to bottom: claim the folder, set up, fit epoch by epoch, finish.
 
-`train(cfg, out_dir)` never raises for something that went wrong in training: a non-finite
-loss ends the run as `diverged`, an exception as `failed` with its message, and both are
-written to results.json like a completed run, so a sweep can tabulate every outcome.
+`train(cfg, out_dir)` reads as the run's life cycle. How the run ends is recorded by `Outcome`:
+a non-finite loss ends it as `diverged`, an exception as `failed` with its message, and both go
+to results.json like a completed run, so a sweep can tabulate every outcome. A folder is only
+ever continued by the config that started it (`claim_folder`); Ctrl-C stops with the last
+finished epoch safe in checkpoint.pt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from mlbasics import probes, records
-from mlbasics.config import ConfigError, Device, LrUnit, Schedule, validate
-from mlbasics.data import DataUnavailable, Splits, batch_indices, load_splits
+from mlbasics import checkpoint, optimizer as optim, probes, records
+from mlbasics.config import ConfigError, Device
+from mlbasics.data import DataUnavailable, Splits, batch_indices, flip_half, load_splits, steps_per_epoch
 from mlbasics.model import build_mlp, count_parameters, linear_layers
+from mlbasics.records import Status
 
 log = logging.getLogger(__name__)
 SYMMETRY_SAMPLE = 10_000  # training images on which the symmetry probe measures the loss
@@ -31,7 +36,284 @@ EVAL_BATCH = 8192  # evaluation needs no gradients, so large batches only save P
 
 
 class Diverged(RuntimeError):
-    """The training loss became inf or nan."""
+    """The training loss became inf or nan (or passed trainer.diverge_loss)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the run stopped after `epochs_done` epochs, all of them in checkpoint.pt."""
+
+    def __init__(self, epochs_done: int, saved: bool) -> None:
+        super().__init__(epochs_done, saved)
+        self.epochs_done, self.saved = epochs_done, saved
+
+
+class FolderHoldsAnotherRun(ConfigError):
+    """The folder's results or checkpoint were made by a different config; `earlier` is their record."""
+
+    def __init__(self, message: str, earlier: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.earlier = earlier
+
+
+@dataclass
+class RunState:
+    """What the run has done so far; saved in every checkpoint, so a resumed run carries on with it."""
+    rows: list[dict[str, float]] = field(default_factory=list)        # metrics.csv, one per epoch
+    probe_rows: list[dict[str, float]] = field(default_factory=list)  # landscape.csv, one per probed step
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    seconds_before: float = 0.0  # wall time of earlier attempts in this folder
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class Loop:
+    """What one epoch of training needs: the model, its optimizer and schedule, data and batching."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    data: Splits
+    batch_size: int
+    batch_gen: torch.Generator
+    hflip: bool = False
+    label_smoothing: float = 0.0
+    diverge_loss: float | None = None
+    step_probes: probes.StepProbes | None = None
+
+
+@dataclass
+class Job:
+    """The job as this invocation asks for it: its config, folder and fingerprint."""
+    cfg: Any
+    out_dir: Path
+    overrides: list[str]
+    config: dict[str, Any]     # the whole config, resolved (written back into .hydra/ if a run is refused)
+    fingerprint: str
+    relevant: dict[str, Any]   # the training-relevant keys the fingerprint is taken over
+
+    @classmethod
+    def of(cls, cfg, out_dir: Path, overrides: Sequence[str]) -> "Job":
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        digest, relevant = records.fingerprint(config)
+        return cls(cfg, Path(out_dir), list(overrides), config, digest, relevant)
+
+
+def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run (or resume, or skip if already completed) the job whose folder is `out_dir`."""
+    job = Job.of(cfg, out_dir, overrides)
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    earlier_results, saved = claim_folder(job)
+    if earlier_results and earlier_results.get("status") == Status.completed:
+        log.info("already completed in %s; nothing to do", job.out_dir)
+        return earlier_results
+    with Outcome(job) as outcome:
+        loop = setup(job, outcome, saved)
+        for epoch in range(outcome.state.epochs_done + 1, cfg.trainer.epochs + 1):
+            fit_and_save(job, loop, outcome, epoch)
+        finish(job, loop, outcome.results)
+    return outcome.results
+
+
+def claim_folder(job: Job) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(earlier results, checkpoint) of this folder, if they were made by this config.
+
+    Leftover temporary files of a killed write are removed; an unreadable checkpoint is moved
+    aside; `trainer.start_over=true` moves every earlier run file aside. Earlier files of another
+    config raise FolderHoldsAnotherRun, naming each key that differs.
+    """
+    for path in records.remove_stale_temp_files(job.out_dir):
+        log.info("removed %s, left by a write that was interrupted", path.name)
+    if job.cfg.trainer.start_over:
+        moved = records.move_aside(job.out_dir)
+        if moved:
+            log.info("trainer.start_over: moved the earlier run's files to %s", moved)
+        return None, None
+    results = records.read_results(job.out_dir / records.RESULTS_FILE)
+    saved = checkpoint.load(job.out_dir / records.CHECKPOINT_FILE)
+    for earlier in (saved, results):
+        if earlier is not None and earlier.get("fingerprint") != job.fingerprint:
+            if isinstance(earlier.get("config"), dict):
+                changes = records.config_differences(records.fingerprint(earlier["config"])[1], job.relevant)
+            else:
+                changes = ["it records no config (made by an older version of mlbasics)"]
+            raise FolderHoldsAnotherRun(
+                f"{job.out_dir} holds a run of another config ({'; '.join(changes)}); nothing there was "
+                f"changed. Use another folder, or add trainer.start_over=true to move its files aside "
+                f"and train this config there", earlier)
+    return results, saved
+
+
+def set_aside_refused(job: Job, refusal: FolderHoldsAnotherRun) -> dict[str, Any]:
+    """In a sweep: move the other config's files aside (with its config) and record this job as failed."""
+    moved = records.move_aside(job.out_dir)
+    earlier = refusal.earlier
+    if moved is not None and isinstance(earlier.get("config"), dict):
+        records.write_hydra_record(moved, earlier["config"], earlier.get("overrides", []))
+    error = str(refusal).split("; nothing there was changed")[0] + (
+        f"; its files are now in {moved.name}/. Run the sweep again to train this config here" if moved else "")
+    results = {"status": Status.failed.value, "error": error, "seed": job.cfg.seed, "overrides": job.overrides,
+               "fingerprint": job.fingerprint, "config": job.config}
+    records.write_results(job.out_dir / records.RESULTS_FILE, results)
+    return results
+
+
+class Outcome:
+    """Records how the run inside `with Outcome(job)` ended, in results.json (see the module docstring)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.started, self.state = job, time.perf_counter(), RunState()
+        self.results: dict[str, Any] = {
+            "status": "running", "error": None,
+            **{f"{split}_{metric}": None for split in ("train", "val", "test") for metric in ("acc", "loss")},
+            "seed": job.cfg.seed, "device": None, "n_params": None, **records.slurm_identity(),
+            "overrides": job.overrides, "git_commit": records.git_commit(), "versions": records.versions(),
+            "fingerprint": job.fingerprint, "config": job.config,
+        }
+
+    def __enter__(self) -> "Outcome":
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if kind is KeyboardInterrupt:  # no results.json: the folder stays resumable, the report says incomplete
+            raise Interrupted(self.state.epochs_done, saved=bool(self.job.cfg.trainer.checkpoint)) from None
+        if kind is not None and not issubclass(kind, Exception):
+            return False
+        status, error = Status.completed, None
+        if isinstance(err, Diverged):
+            status, error = Status.diverged, str(err)
+        elif isinstance(err, (ConfigError, DataUnavailable, records.OutputError)):
+            status, error = Status.failed, str(err)
+        elif err is not None:
+            status, error = Status.failed, f"{type(err).__name__}: {err}"
+            self.results["traceback"] = traceback.format_exc()
+        state = self.state
+        self.results.update(status=status.value, error=error,
+                            best_val_acc=state.best_val_acc if state.rows else None,
+                            best_epoch=state.best_epoch if state.rows else None,
+                            epochs_completed=state.epochs_done,
+                            wall_seconds=state.seconds_before + time.perf_counter() - self.started)
+        records.write_results(self.job.out_dir / records.RESULTS_FILE, self.results)  # may raise OutputError
+        return True
+
+    def seconds_so_far(self) -> float:
+        return self.state.seconds_before + time.perf_counter() - self.started
+
+
+def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
+    """Data, model, optimizer and schedule on the run's device; continued from `saved` if given."""
+    cfg, results = job.cfg, outcome.results
+    device = resolve_device(cfg.device)
+    results["device"] = str(device)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    torch.manual_seed(cfg.seed)
+    data = load_splits(cfg.dataset, device)
+    if cfg.dataset.hflip and data.image_shape is None:
+        raise ConfigError("dataset.hflip=true is not allowed here: the synthetic set has no images to mirror")
+    model = build_mlp(cfg.model, data.n_features, data.n_classes).to(device)
+    results["n_params"] = count_parameters(model)
+    lr, derived = optim.peak_lr(cfg.optimizer, data.train_x)
+    results.update(derived, lr_effective=lr)
+    total_steps = cfg.trainer.epochs * steps_per_epoch(len(data.train_y), cfg.trainer.batch_size)
+    optimizer, scheduler = optim.build(cfg.optimizer, model, lr, total_steps)
+    results["optimizer_used"] = optim.describe(optimizer, scheduler)
+    step_probes = probes.StepProbes(cfg.probe, cfg.trainer.label_smoothing)
+    loop = Loop(model, optimizer, scheduler, data, cfg.trainer.batch_size, torch.Generator().manual_seed(cfg.seed),
+                hflip=cfg.dataset.hflip, label_smoothing=cfg.trainer.label_smoothing,
+                diverge_loss=cfg.trainer.diverge_loss, step_probes=step_probes if step_probes.active else None)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.set_rng_state(saved["rng"], loop.batch_gen)
+        outcome.state = RunState(**saved["state"])
+        log.info("resuming from %s after epoch %d", job.out_dir / records.CHECKPOINT_FILE, outcome.state.epochs_done)
+    return loop
+
+
+def fit_and_save(job: Job, loop: Loop, outcome: Outcome, epoch: int) -> None:
+    """One epoch, its validation, its row in metrics.csv and its checkpoint."""
+    cfg, state, out_dir = job.cfg, outcome.state, job.out_dir
+    epoch_start = time.perf_counter()
+    running, probe_rows = fit_epoch(loop, epoch)
+    val_loss, val_acc = evaluate(loop.model, loop.data.val_x, loop.data.val_y)
+    row = {"epoch": epoch, "train_loss": running.pop("train_loss"), "train_acc": running.pop("train_acc"),
+           "val_loss": val_loss, "val_acc": val_acc, "lr": loop.optimizer.param_groups[0]["lr"],
+           "epoch_seconds": time.perf_counter() - epoch_start, **running}
+    state.rows.append(row)
+    state.probe_rows.extend(probe_rows)
+    if val_acc > state.best_val_acc:
+        state.best_val_acc, state.best_epoch = val_acc, epoch
+    records.write_metrics(out_dir / records.METRICS_FILE, state.rows)
+    if state.probe_rows:
+        records.write_metrics(out_dir / records.LANDSCAPE_FILE, state.probe_rows)
+    log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs)",
+             epoch, cfg.trainer.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, row["epoch_seconds"])
+    if cfg.trainer.checkpoint:
+        saved_state = dataclasses.replace(state, seconds_before=outcome.seconds_so_far())
+        checkpoint.save(out_dir / records.CHECKPOINT_FILE, {
+            "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+            "scheduler": loop.scheduler.state_dict(), "rng": checkpoint.rng_state(loop.batch_gen),
+            "state": dataclasses.asdict(saved_state), "fingerprint": job.fingerprint, "config": job.config,
+            "overrides": job.overrides})
+
+
+def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """One pass over the training split: (running loss and accuracy with mean grad norms, probe rows).
+
+    Steps are numbered across epochs; where a step probe is due, its row is taken after
+    backward and before the optimizer step, without changing anything.
+    """
+    model, data = loop.model, loop.data
+    model.train()
+    linears = linear_layers(model)
+    device = data.train_x.device
+    loss_sum, correct = 0.0, torch.zeros((), dtype=torch.long, device=device)
+    grad_norm_sum = torch.zeros(len(linears), device=device)
+    n, n_steps = len(data.train_y), steps_per_epoch(len(data.train_y), loop.batch_size)
+    probe_rows = []
+    bar = tqdm(batch_indices(n, loop.batch_size, loop.batch_gen, device), total=n_steps,
+               desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+    for step, idx in enumerate(bar, start=(epoch - 1) * n_steps):
+        x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
+        if loop.hflip:
+            x = flip_half(x, data.image_shape, loop.batch_gen)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=loop.label_smoothing)
+        loss_value = loss.item()  # the one sync per step: a diverging run stops at its first bad step
+        if not math.isfinite(loss_value) or (loop.diverge_loss is not None and loss_value > loop.diverge_loss):
+            raise Diverged(f"training loss is {loss_value} at epoch {epoch}")
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm_sum += torch.stack([torch.linalg.vector_norm(layer.weight.grad) for layer in linears])
+        if loop.step_probes is not None and loop.step_probes.due(step):
+            lr = loop.optimizer.param_groups[0]["lr"]
+            probe_rows.append(loop.step_probes.measure(model, x, y, lr, step, epoch))
+        loop.optimizer.step()
+        loop.scheduler.step()
+        loss_sum += loss_value * len(y)
+        correct += (logits.argmax(1) == y).sum()
+    row = {"train_loss": loss_sum / n, "train_acc": correct.item() / n}
+    row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate((grad_norm_sum / n_steps).tolist())})
+    return row, probe_rows
+
+
+def finish(job: Job, loop: Loop, results: dict[str, Any]) -> None:
+    """Final loss and accuracy on every split (eval mode), then the end-of-training probes."""
+    data, cfg = loop.data, job.cfg
+    for split in ("train", "val", "test"):
+        loss, acc = evaluate(loop.model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"))
+        results[f"{split}_loss"], results[f"{split}_acc"] = loss, acc
+    if cfg.probe.collapse:
+        results.update(probes.collapse(loop.model, data.test_x))
+    if cfg.probe.symmetry:
+        sample_x, sample_y = data.train_x[:SYMMETRY_SAMPLE], data.train_y[:SYMMETRY_SAMPLE]
+        summary, curve = probes.symmetry(loop.model, sample_x, sample_y, seed=cfg.seed)
+        results.update(summary)
+        records.write_metrics(job.out_dir / records.SYMMETRY_FILE, curve)
 
 
 def resolve_device(choice: Device) -> torch.device:
@@ -54,207 +336,3 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
         loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
     return loss_sum.item() / len(x), correct.item() / len(x)
-
-
-def make_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, peak_lr: float):
-    """Stepped once per batch, so the schedule does not depend on the epoch boundary."""
-    if cfg.schedule == Schedule.cosine:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if cfg.schedule == Schedule.onecycle:
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak_lr, total_steps=total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    steps = math.ceil(n / batch_size)
-    return steps - 1 if batch_size > 1 and steps > 1 and n % batch_size == 1 else steps
-
-
-def rng_state(batch_gen: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "batches": batch_gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], batch_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    batch_gen.set_state(state["batches"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def flip_half(x: torch.Tensor, image_shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch left to right (a garment mirrored is the same garment)."""
-    mirrored = x.view(-1, *image_shape).flip(2).view(len(x), -1)
-    pick = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
-    return torch.where(pick[:, None], mirrored, x)
-
-
-def train_epoch(model, optimizer, scheduler, data: Splits, batch_size: int, batch_gen: torch.Generator,
-                epoch: int, hflip: bool = False, label_smoothing: float = 0.0,
-                diverge_loss: float | None = None, step_probes: probes.StepProbes | None = None,
-                first_step: int = 0, probe_rows: list | None = None) -> dict[str, float]:
-    """One pass over the training split; returns the epoch's running metrics and mean grad norms.
-
-    Steps are numbered from `first_step` across epochs; where `step_probes` is due, its row (taken
-    after backward, before the optimizer step, without changing anything) goes to `probe_rows`.
-    """
-    model.train()
-    linears = linear_layers(model)
-    device = data.train_x.device
-    loss_sum, correct = 0.0, torch.zeros((), dtype=torch.long, device=device)
-    grad_norm_sum = torch.zeros(len(linears), device=device)
-    n_steps = steps_per_epoch(len(data.train_y), batch_size)
-    bar = tqdm(batch_indices(len(data.train_y), batch_size, batch_gen, device), total=n_steps,
-               desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
-    for step, idx in enumerate(bar, start=first_step):
-        x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
-        if hflip:
-            x = flip_half(x, data.image_shape, batch_gen)
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        loss_value = loss.item()  # the one sync per step: a diverging run stops at its first bad step
-        if not math.isfinite(loss_value) or (diverge_loss is not None and loss_value > diverge_loss):
-            raise Diverged(f"training loss is {loss_value} at epoch {epoch}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm_sum += torch.stack([torch.linalg.vector_norm(layer.weight.grad) for layer in linears])
-        if step_probes is not None and step_probes.due(step):
-            probe_rows.append(step_probes.measure(model, x, y, optimizer.param_groups[0]["lr"], step, epoch))
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss_value * len(y)
-        correct += (logits.argmax(1) == y).sum()
-    n = len(data.train_y)
-    row = {"train_loss": loss_sum / n, "train_acc": correct.item() / n}
-    grad_norms = (grad_norm_sum / n_steps).tolist()
-    row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate(grad_norms)})
-    return row
-
-
-def slurm_identity() -> dict[str, Any]:
-    """The SLURM job this run is (array jobs as ARRAY_INDEX, as squeue shows them), and its restarts."""
-    env = os.environ
-    if "SLURM_JOB_ID" not in env:
-        return {}
-    job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
-           else env["SLURM_JOB_ID"])
-    return {"slurm_job_id": job, "slurm_restarts": int(env.get("SLURM_RESTART_COUNT", 0))}
-
-
-def run_probes(cfg, model: nn.Sequential, data: Splits, seed: int, out_dir: Path, results: dict) -> None:
-    """The end-of-training measurements the config asks for; each works on a copy of the model."""
-    if cfg.collapse:
-        results.update(probes.collapse(model, data.test_x))
-    if cfg.symmetry:
-        sample_x, sample_y = data.train_x[:SYMMETRY_SAMPLE], data.train_y[:SYMMETRY_SAMPLE]
-        summary, curve = probes.symmetry(model, sample_x, sample_y, seed=seed)
-        results.update(summary)
-        records.write_metrics(out_dir / "symmetry.csv", curve)
-
-
-def train(cfg, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Run (or resume, or skip if already completed) the job whose folder is `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / records.RESULTS_FILE
-    earlier = records.read_results(results_path)
-    if earlier and earlier.get("status") == "completed":
-        log.info("already completed in %s; nothing to do", out_dir)
-        return earlier
-
-    started = time.perf_counter()
-    results: dict[str, Any] = {
-        "status": "running", "error": None, **{f"{split}_{metric}": None for split in ("train", "val", "test")
-                                               for metric in ("acc", "loss")},
-        "seed": cfg.seed, "device": None, "n_params": None, **slurm_identity(),
-        "overrides": list(overrides), "git_commit": records.git_commit(), "versions": records.versions(),
-    }
-    checkpoint_path = out_dir / records.CHECKPOINT_FILE
-    progress: dict[str, Any] = {"rows": [], "probe_rows": [], "best_val_acc": -1.0, "best_epoch": 0,
-                                "seconds_before": 0.0}
-    try:
-        validate(cfg)
-        device = resolve_device(cfg.device)
-        results["device"] = str(device)
-        if cfg.trainer.threads:
-            torch.set_num_threads(cfg.trainer.threads)
-        torch.manual_seed(cfg.seed)
-        data = load_splits(cfg.dataset, device)
-        if cfg.dataset.hflip and data.image_shape is None:
-            raise ConfigError("dataset.hflip=true is not allowed here: the synthetic set has no images to mirror")
-        model = build_mlp(cfg.model, data.n_features, data.n_classes).to(device)
-        results["n_params"] = count_parameters(model)
-        lr = cfg.optimizer.lr
-        if cfg.optimizer.lr_unit == LrUnit.two_over_L:
-            results["smoothness_L"] = probes.softmax_regression_smoothness(data.train_x)
-            lr = cfg.optimizer.lr * 2 / results["smoothness_L"]
-        results["lr_effective"] = lr
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.optimizer.momentum,
-                                    nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay)
-        steps = steps_per_epoch(len(data.train_y), cfg.trainer.batch_size)
-        total_steps = cfg.trainer.epochs * steps
-        step_probes = probes.StepProbes(cfg.probe, cfg.trainer.label_smoothing)
-        step_probes = step_probes if step_probes.active else None
-        scheduler = make_scheduler(cfg.optimizer, optimizer, total_steps, peak_lr=lr)
-        batch_gen = torch.Generator().manual_seed(cfg.seed)
-
-        checkpoint = records.load_checkpoint(checkpoint_path)
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            set_rng_state(checkpoint["rng"], batch_gen)
-            progress = checkpoint["progress"]
-            log.info("resuming from %s after epoch %d", checkpoint_path, len(progress["rows"]))
-
-        for epoch in range(len(progress["rows"]) + 1, cfg.trainer.epochs + 1):
-            epoch_start = time.perf_counter()
-            row = {"epoch": epoch}
-            running = train_epoch(model, optimizer, scheduler, data, cfg.trainer.batch_size, batch_gen, epoch,
-                                  hflip=cfg.dataset.hflip, label_smoothing=cfg.trainer.label_smoothing,
-                                  diverge_loss=cfg.trainer.diverge_loss, step_probes=step_probes,
-                                  first_step=(epoch - 1) * steps, probe_rows=progress["probe_rows"])
-            row["train_loss"], row["train_acc"] = running.pop("train_loss"), running.pop("train_acc")
-            row["val_loss"], row["val_acc"] = evaluate(model, data.val_x, data.val_y)
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            row["epoch_seconds"] = time.perf_counter() - epoch_start
-            row.update(running)
-            progress["rows"].append(row)
-            if row["val_acc"] > progress["best_val_acc"]:
-                progress["best_val_acc"], progress["best_epoch"] = row["val_acc"], epoch
-            records.write_metrics(out_dir / records.METRICS_FILE, progress["rows"])
-            if progress["probe_rows"]:
-                records.write_metrics(out_dir / records.LANDSCAPE_FILE, progress["probe_rows"])
-            log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs)",
-                     epoch, cfg.trainer.epochs, row["train_loss"], row["train_acc"], row["val_loss"],
-                     row["val_acc"], row["epoch_seconds"])
-            if cfg.trainer.checkpoint:
-                progress_now = dict(progress, seconds_before=progress["seconds_before"]
-                                    + time.perf_counter() - started)
-                records.save_checkpoint(checkpoint_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(batch_gen), "progress": progress_now})
-
-        for split in ("train", "val", "test"):
-            loss, acc = evaluate(model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"))
-            results[f"{split}_loss"], results[f"{split}_acc"] = loss, acc
-        run_probes(cfg.probe, model, data, cfg.seed, out_dir, results)
-        results["status"] = "completed"
-    except Diverged as err:
-        results["status"], results["error"] = "diverged", str(err)
-    except (ConfigError, DataUnavailable) as err:
-        results["status"], results["error"] = "failed", str(err)
-    except Exception as err:  # noqa: BLE001 - any training error is a result to record, not a crash
-        results["status"], results["error"] = "failed", f"{type(err).__name__}: {err}"
-        results["traceback"] = traceback.format_exc()
-
-    results["best_val_acc"] = progress["best_val_acc"] if progress["rows"] else None
-    results["best_epoch"] = progress["best_epoch"] if progress["rows"] else None
-    results["epochs_completed"] = len(progress["rows"])
-    results["wall_seconds"] = progress["seconds_before"] + time.perf_counter() - started
-    records.write_results(results_path, results)
-    if results["status"] != "completed":
-        log.error("run %s: %s", results["status"], results["error"])
-    return results

@@ -10,7 +10,8 @@ import torch
 
 from conftest import assert_same_run, read_metrics
 from mlbasics import records
-from mlbasics.train import steps_per_epoch, train
+from mlbasics.data import steps_per_epoch
+from mlbasics.train import Interrupted, train
 
 SMALL = ("dataset=synthetic", "trainer.epochs=3", "model.hidden=[32,16]", "trainer.batch_size=64", "device=cpu")
 
@@ -86,21 +87,22 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path, mo
 
     # Interrupt the second run in epoch 3 (after epoch 2's checkpoint), as a kill would.
     import mlbasics.train as train_module
-    real_epoch = train_module.train_epoch
+    real_epoch = train_module.fit_epoch
 
-    def interrupted(*args, **kwargs):
-        if args[-1] == 3:
+    def interrupted(loop, epoch):
+        if epoch == 3:
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_epoch(loop, epoch)
 
-    monkeypatch.setattr(train_module, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(train_module, "fit_epoch", interrupted)
+    with pytest.raises(Interrupted) as stopped:
         train(cfg, tmp_path / "resumed")
+    assert stopped.value.epochs_done == 2 and stopped.value.saved
     assert len(read_metrics(tmp_path / "resumed")) == 2
     assert not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
+    monkeypatch.setattr(train_module, "fit_epoch", real_epoch)
 
     train(cfg, tmp_path / "resumed")
     assert_same_run(tmp_path / "resumed", tmp_path / "whole")
-    checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    assert len(checkpoint["progress"]["rows"]) == 3
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert len(checkpoint["state"]["rows"]) == 3
