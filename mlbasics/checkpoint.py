@@ -7,6 +7,7 @@ aside, never deleted, and the run starts from scratch.
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import time
@@ -23,7 +24,10 @@ KEYS = ("model", "optimizer", "scheduler", "rng", "state", "fingerprint", "confi
 
 
 def save(path: Path, checkpoint: dict[str, Any]) -> None:
-    records.write_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
+    # serialised in memory first: torch's own file writer turns a full disk into an obscure RuntimeError
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    records.write_atomically(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -39,7 +43,8 @@ def load(path: Path) -> dict[str, Any] | None:
             AttributeError, TypeError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, pickle.UnpicklingError):
-            reason = "it holds objects other than tensors and plain values, which are never loaded"
+            reason = ("not a checkpoint this program wrote: it holds more than tensors and plain values, "
+                      "and the weights-only loader ran none of it")
         quarantine = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(quarantine)
         log.warning("%s could not be used (%s); moved it to %s and training from the start",

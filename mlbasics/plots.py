@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mlbasics import records  # noqa: E402
+
 # Fixed metadata, so that drawing the same sweep twice writes byte-identical files.
 PNG_METADATA = {"Software": None}
 
@@ -34,8 +36,10 @@ def curve_band(ax, curves: pd.DataFrame, labels: dict[str, str], metric: str, x:
 
 def save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=PNG_METADATA)
-    plt.close(fig)
+    try:
+        records.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata=PNG_METADATA))
+    finally:
+        plt.close(fig)
 
 
 def draw_all(table: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: str, out: Path) -> None:
@@ -49,7 +53,8 @@ def draw_all(table: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: s
         ax.set_title(f"{curve_metric} per epoch (mean ± std over seeds)")
         save(fig, out / name)
 
-    done = table[table["status"] == "completed"].assign(group=lambda d: d["job"].map(labels))
+    done = table[table["status"] == "completed"].assign(group=lambda d: d["job"].map(labels),
+                                                        **{metric: lambda d: pd.to_numeric(d[metric], errors="coerce")})
     stats = done.groupby("group", sort=True)[metric].agg(["mean", "std"]).fillna(0.0)
     longest = max((len(label) for label in stats.index), default=0)
     # room for the group labels beside the bars, which grow with the number of swept keys

@@ -17,9 +17,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mlbasics import plots
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 
-STATUSES = ["completed", "diverged", "failed", "incomplete"]
+from mlbasics import plots, records
+from mlbasics.records import Status
+
+STATUSES = [status.value for status in Status]
 FINAL_METRICS = ["test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss", "best_val_acc",
                  "best_epoch", "epochs_completed", "wall_seconds"]
 RESULT_COLUMNS = ["status", "error", *FINAL_METRICS, "n_params", "device", "slurm_job_id"]
@@ -28,6 +32,7 @@ NOT_METRICS = {"seed", "overrides", "git_commit", "versions", "traceback", "n_pa
                "slurm_restarts"}
 MEASURED_PREFIXES = ("collapse_", "symmetry_", "first_epoch_", "grad_ratio_", "landscape_", "ics_")
 MEASURED_KEYS = {"smoothness_L", "lr_effective", "train_loss_increases"}
+STD_NOTE = "\nmean ± std over the completed jobs of each group; std is the sample standard deviation (ddof 1).\n"
 VAL_ACC_TARGET = 0.80  # "first epoch reaching 80 % validation accuracy" (exercise 6.3 b)
 
 
@@ -36,57 +41,116 @@ def find_jobs(folder: Path) -> list[Path]:
     return sorted(p.parent.parent for p in folder.rglob(".hydra/overrides.yaml"))
 
 
-def flatten(tree, prefix: str = "") -> dict[str, object]:
+def flatten(tree: dict) -> dict[str, object]:
     """{"model": {"hidden": [1, 2]}} -> {"model.hidden": "[1,2]"}: lists as compact text, like overrides."""
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            flat[name] = json.dumps(value, separators=(",", ":"))
-        else:
-            flat[name] = value
-    return flat
+    return {key: json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, list) else value
+            for key, value in records.flatten(tree).items()}
 
 
-def read_overrides(job: Path) -> dict[str, str]:
-    """The job's command-line overrides, keyed as typed minus Hydra's +/~ prefixes."""
-    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-    return dict(item.lstrip("+~").split("=", 1) for item in overrides)
+class Malformed(ValueError):
+    """A job's file that exists but cannot be what it claims; the message names the file."""
+
+
+def display_name(path: Path) -> str:
+    """The folder name as text: bytes that are not UTF-8 (a name made elsewhere) become \\x escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def read_yaml(path: Path, kind: type):
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise Malformed(f"unreadable {path.name}: {' '.join(str(err).split())[:200]}") from None
+    value = kind() if value is None else value
+    if not isinstance(value, kind):
+        raise Malformed(f"unreadable {path.name}: holds a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def read_overrides(job: Path) -> dict[str, object]:
+    """The job's command-line overrides, parsed by Hydra's own parser; `~key` (a deletion) maps to None."""
+    typed = read_yaml(job / ".hydra" / "overrides.yaml", list)
+    try:
+        parsed = OverridesParser.create().parse_overrides([str(item) for item in typed])
+    except OverrideParseException as err:
+        raise Malformed(f"unreadable overrides.yaml: {' '.join(str(err).split())[:200]}") from None
+    return {o.key_or_group: None if o.is_delete() else o.value() if isinstance(o.value(), str)
+            else o.get_value_element_as_str() for o in parsed}
+
+
+def read_results(job: Path) -> dict[str, object]:
+    """results.json, checked: an object whose status is known and whose metrics are numbers."""
+    path = job / records.RESULTS_FILE
+    if not path.exists():
+        return {"status": Status.incomplete.value, "error": "no results.json (still running or interrupted)"}
+    results = records.read_results(path)
+    if results is None:
+        raise Malformed("unreadable results.json: not a JSON object")
+    if results.get("status") not in STATUSES:
+        raise Malformed(f"unreadable results.json: unknown status {results.get('status')!r}")
+    for key in FINAL_METRICS:
+        value = results.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise Malformed(f"unreadable results.json: {key} is {value!r}, not a number")
+    return results
 
 
 def read_job(job: Path, root: Path) -> dict[str, object]:
-    row: dict[str, object] = {"job": str(job.relative_to(root)) if job != root else "."}
+    """One row: the job's config, overrides, outcome and numbers read off its files. Whatever is readable
+    is kept; a malformed file makes the row `incomplete`, with the reason in `error`."""
+    problems: list[str] = []
+
+    def attempt(read, empty):
+        try:
+            return read()
+        except Malformed as err:
+            problems.append(str(err))
+            return empty
+
     config_file = job / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-    overrides = read_overrides(job)
-    row.update(flatten(config or {}))
+    config = attempt(lambda: read_yaml(config_file, dict) if config_file.exists() else {}, {})
+    overrides = attempt(lambda: read_overrides(job), {})
+    results = attempt(lambda: read_results(job), {})
+    features = attempt(lambda: {**curve_features(job / records.METRICS_FILE),
+                                **landscape_features(job / records.LANDSCAPE_FILE)}, {})
+    row: dict[str, object] = {"job": display_name(job.relative_to(root)) if job != root else ".", "_path": job}
+    row.update(flatten(config))
     row.update({key: value for key, value in overrides.items() if key not in row})
-    try:
-        results = json.loads((job / "results.json").read_text())
-        if results.get("status") not in STATUSES:
-            raise ValueError(f"unknown status {results.get('status')!r}")
-    except FileNotFoundError:
-        results = {"status": "incomplete", "error": "no results.json (still running or interrupted)"}
-    except (OSError, ValueError) as err:
-        results = {"status": "incomplete", "error": f"unreadable results.json: {err}"}
     row.update({column: results.get(column) for column in RESULT_COLUMNS})
     # probe results (collapse_*, symmetry_*, smoothness_L, ...) become columns of their own
-    row.update({key: value for key, value in results.items()
-                if key not in NOT_METRICS and key not in row and isinstance(value, (int, float))})
-    row.update(curve_features(job / "metrics.csv"))
-    row.update(landscape_features(job / "landscape.csv"))
+    row.update({key: value for key, value in results.items() if key not in NOT_METRICS and key not in row
+                and isinstance(value, (int, float)) and not isinstance(value, bool)})
+    row.update(features)
+    if problems:
+        row.update(status=Status.incomplete.value, error="; ".join(problems))
     row["_overrides"] = sorted(overrides)
     return row
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame | None:
+    """A numeric CSV a run wrote, or None if there is none; Malformed if it is not one."""
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise Malformed(f"unreadable {path.name}: {' '.join(str(err).split())[:200]}") from None
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise Malformed(f"unreadable {path.name}: no column {', '.join(missing)}")
+    numeric = frame.apply(pd.to_numeric, errors="coerce")
+    if (numeric.isna() & frame.notna()).any().any():
+        raise Malformed(f"unreadable {path.name}: holds values that are not numbers")
+    return numeric
 
 
 def curve_features(path: Path) -> dict[str, float]:
     """Numbers read off a job's epochs: when it first reached the target val accuracy, and how the
     first layer's gradient norm compares with the output layer's in epoch 1 (vanishing gradients)."""
-    try:
-        epochs = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+    epochs = read_table(path, ("epoch", "train_loss", "val_acc"))
+    if epochs is None:
         return {}
     features: dict[str, float] = {}
     reached = epochs.loc[epochs["val_acc"] >= VAL_ACC_TARGET, "epoch"]
@@ -103,9 +167,8 @@ def curve_features(path: Path) -> dict[str, float]:
 def landscape_features(path: Path) -> dict[str, float]:
     """Santurkar et al.'s numbers per job: loss-variation range, gradient predictiveness and beta_eff
     averaged over the probes of the first and of the last epoch, and the mean ICS per layer."""
-    try:
-        probes = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+    probes = read_table(path, ("step", "epoch"))
+    if probes is None:
         return {}
     features: dict[str, float] = {}
     if "loss_max" in probes:
@@ -140,15 +203,21 @@ def group(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """n and outcome counts per group, then mean and std of each final metric over completed jobs."""
     keyed = table.assign(**{k: table[k].astype(str) for k in by}) if by else table.assign(all="all")
     keys = by or ["all"]
-    counts = keyed.groupby(keys, sort=True).agg(n=("job", "size"))
+    counts = keyed.groupby(keys, sort=True, dropna=False).agg(n=("job", "size"))
     for status in STATUSES:
-        counts[status] = keyed.assign(hit=keyed["status"] == status).groupby(keys, sort=True)["hit"].sum()
-    done = keyed[keyed["status"] == "completed"]
+        hits = keyed.assign(hit=keyed["status"] == status).groupby(keys, sort=True, dropna=False)["hit"].sum()
+        counts[status] = hits
+    done = keyed[keyed["status"] == Status.completed.value]
     extra = [c for c in table.columns if c not in FINAL_METRICS and c not in RESULT_COLUMNS and c != "job"
              and (c.startswith(MEASURED_PREFIXES) or c in MEASURED_KEYS)]
     metrics = [m for m in FINAL_METRICS if m in done.columns] + sorted(extra)
-    stats = done.groupby(keys, sort=True)[metrics].agg(["mean", "std"]) if len(done) else pd.DataFrame()
-    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    numbers = done[keys].join(done[metrics].apply(pd.to_numeric, errors="coerce"))
+    # std is the sample standard deviation (ddof 1): one job alone has none
+    if len(done):
+        stats = numbers.groupby(keys, sort=True)[metrics].agg(["mean", "std"])
+        stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    else:  # no completed job: counts alone
+        stats = pd.DataFrame(index=counts.index)
     grouped = counts.join(stats).reset_index()
     return grouped.sort_values(keys, key=natural_order, kind="stable").reset_index(drop=True)
 
@@ -176,43 +245,51 @@ def to_markdown(grouped: pd.DataFrame, by: list[str], metrics: list[str]) -> str
     return "\n".join(lines) + "\n"
 
 
-def read_curves(table: pd.DataFrame, root: Path, filename: str = "metrics.csv") -> pd.DataFrame:
+def read_curves(table: pd.DataFrame, filename: str = records.METRICS_FILE) -> pd.DataFrame:
     """Every job's per-epoch (or per-step) file in long form: job, <index column>, metric, value."""
     frames = []
-    for job in table["job"]:
-        path = root / job / filename
+    for job, path in zip(table["job"], table["_path"]):
         try:
-            frame = pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            frame = read_table(path / filename, ())
+        except Malformed:
+            continue  # the job's row already says so
+        if frame is None or not len(frame.columns):
             continue
         index = frame.columns[0]  # epoch for metrics.csv, step for landscape.csv
         long = frame.melt(id_vars=[index], var_name="metric", value_name="value")
         frames.append(long.assign(job=job)[["job", index, "metric", "value"]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["job", "epoch", "metric", "value"])
+    if not frames:
+        return pd.DataFrame(columns=["job", "epoch", "metric", "value"])
+    curves = pd.concat(frames, ignore_index=True)
+    return curves.assign(value=pd.to_numeric(curves["value"], errors="coerce"))  # an empty frame melts to text
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    records.write_text(path, frame.to_csv(index=False))
 
 
 def report(folders: list[Path], out: Path, by: list[str] | None = None, metric: str = "test_acc",
            echo: bool = True) -> pd.DataFrame:
     """Write summary.csv, summary_grouped.csv, summary.md, curves.csv and plots into `out`."""
+    if metric not in FINAL_METRICS:
+        raise KeyError(f"--metric {metric}: not one of {', '.join(FINAL_METRICS)}")
     base = Path(os.path.commonpath(folders))  # job names are relative to it, so they stay short
     rows = [read_job(job, base) for folder in folders for job in find_jobs(folder)]
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) under {', '.join(map(str, folders))}")
     table, by = summarise(rows, by)
     grouped = group(table, by)
-    if metric not in FINAL_METRICS:
-        raise KeyError(f"--metric {metric}: not one of {', '.join(FINAL_METRICS)}")
     shown = list(dict.fromkeys([metric, "test_acc", "val_acc", "train_acc"]))
     markdown = to_markdown(grouped, by, shown)
-    table.to_csv(out / "summary.csv", index=False)
-    grouped.to_csv(out / "summary_grouped.csv", index=False)
-    (out / "summary.md").write_text(markdown)
-    curves = read_curves(table, base)
-    curves.to_csv(out / "curves.csv", index=False)
+    write_csv(table.drop(columns="_path"), out / "summary.csv")
+    write_csv(grouped, out / "summary_grouped.csv")
+    records.write_text(out / "summary.md", markdown + STD_NOTE)
+    curves = read_curves(table)
+    write_csv(curves, out / "curves.csv")
     plots.draw_all(table, curves, by, metric, out)
-    landscape = read_curves(table, base, "landscape.csv")
+    landscape = read_curves(table, records.LANDSCAPE_FILE)
     if len(landscape):
-        landscape.to_csv(out / "landscape_curves.csv", index=False)
+        write_csv(landscape, out / "landscape_curves.csv")
         plots.draw_landscape(table, landscape, by, out)
     if echo:
         print(markdown, end="")
@@ -236,12 +313,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None and len(args.dirs) > 1:
         sys.exit("mlbasics.report: several folders given: name the output folder with --out")
     out = (args.out or args.dirs[0]).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        sys.exit(f"mlbasics.report: --out {out} is a file; name a folder (it is created if missing)")
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by is not None else None
     try:
+        out.mkdir(parents=True, exist_ok=True)
         report([d.resolve() for d in args.dirs], out, by=by, metric=args.metric, echo=not args.quiet)
     except (FileNotFoundError, KeyError) as err:
         sys.exit(f"mlbasics.report: {err.args[0]}")
+    except OSError as err:  # a full disk or a folder that cannot be written: the jobs' files are untouched
+        sys.exit(f"mlbasics.report: {err}")
 
 
 if __name__ == "__main__":

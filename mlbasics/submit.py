@@ -1,15 +1,19 @@
 """`python -m mlbasics.submit --member "Name,ID,email" ...`: the course submission zip.
 
 The sheet asks for `Name1_id1_Name2_id2_Name3_id3.zip` holding everything needed to run on the
-cluster. The zip holds the package, conf/, experiments/, submit/, pyproject.toml, README.md,
-LICENSE and a TEAM.md; never outputs, data, caches or checkpoints. An existing zip is never
-overwritten.
+cluster: the package, conf/, experiments/, submit/, pyproject.toml, README.md, LICENSE and a
+TEAM.md. In a git checkout only tracked files go in. Never: symbolic links (not followed),
+dotfiles and VCS folders, keys, notebooks' checkpoints, logs, weights, data, outputs or caches.
+A file over MAX_FILE_BYTES refuses the whole zip; an existing zip is never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import os
 import re
+import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -18,12 +22,22 @@ from pathlib import Path
 from mlbasics.config import PROJECT_DIR
 
 INCLUDED = ["mlbasics", "conf", "experiments", "submit", "pyproject.toml", "README.md", "LICENSE"]
-EXCLUDED_PARTS = {"__pycache__", "outputs", "data", ".pytest_cache", "multirun"}
-EXCLUDED_SUFFIXES = {".pyc", ".pt", ".ckpt", ".zip", ".gz", ".log"}
-NAME = re.compile(r"^[^\W\d_]+(?:[ '\-][^\W\d_]+)*$")  # letters, single spaces, hyphens, apostrophes
-STUDENT_ID = re.compile(r"^[A-Za-z0-9]+$")
-EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+EXCLUDED_PARTS = {"__pycache__", "outputs", "data", "multirun"}
+# (patterns, why): matched against each file name
+EXCLUDED_NAMES = [
+    (("id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key", "*.p12", "*.pfx"), "a key"),
+    (("*.log", "*.out", "*.err"), "a log"),
+    (("*.pt", "*.pth", "*.ckpt", "*.safetensors", "*.npy", "*.npz", "*.h5", "*.pkl", "*.pickle", "*.bin",
+      "*-ubyte", "*.gz", "*.zip", "*.tar", "*.csv", "*.parquet"), "weights or data"),
+    (("*.pyc", "*.pyo", "*.egg-info"), "a build artefact"),
+]
+MAX_FILE_BYTES = 1024 * 1024  # the largest file the project ships is a few tens of KiB
+NAME = re.compile(r"[^\W\d_]+(?:[ '\-][^\W\d_]+)*")  # letters, single spaces, hyphens, apostrophes
+STUDENT_ID = re.compile(r"[A-Za-z0-9]+")
+EMAIL = re.compile(r"[^@\s,|]+@[^@\s,|]+\.[^@\s,|]+")
 MAX_MEMBERS = 3
+MAX_FIELD = 64
+MAX_FILE_NAME = 255  # bytes, on every common filesystem
 
 
 @dataclass(frozen=True)
@@ -43,15 +57,19 @@ class MemberError(ValueError):
 
 
 def parse_member(text: str) -> Member:
+    if "|" in text or any(ord(c) < 32 for c in text):
+        raise MemberError(f'--member {text!r}: no "|" and no line breaks (they would break TEAM.md)')
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 3:
         raise MemberError(f'--member "{text}": expected "Name,ID,email" (three fields separated by commas)')
     name, student_id, email = parts
-    if not NAME.match(name):
+    if any(len(part) > MAX_FIELD for part in parts):
+        raise MemberError(f'--member "{text[:80]}...": each field may have at most {MAX_FIELD} characters')
+    if not NAME.fullmatch(name):
         raise MemberError(f'--member "{text}": name "{name}" must be letters (spaces, hyphens, apostrophes allowed)')
-    if not STUDENT_ID.match(student_id):
+    if not STUDENT_ID.fullmatch(student_id):
         raise MemberError(f'--member "{text}": student ID "{student_id}" must be letters and digits only')
-    if not EMAIL.match(email):
+    if not EMAIL.fullmatch(email):
         raise MemberError(f'--member "{text}": "{email}" is not an email address')
     return Member(name, student_id, email)
 
@@ -60,18 +78,50 @@ def zip_name(members: list[Member]) -> str:
     return "_".join(m.file_part for m in members) + ".zip"
 
 
-def files_to_pack(root: Path) -> list[Path]:
-    files = []
+def candidates(root: Path) -> list[Path]:
+    """Tracked files under INCLUDED in a git checkout; elsewhere every file there (links not followed)."""
+    if (root / ".git").exists():
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", *INCLUDED],
+                                capture_output=True, timeout=60)
+        if listed.returncode == 0:
+            return sorted(Path(os.fsdecode(name)) for name in listed.stdout.split(b"\0") if name)
+    found = []
     for entry in INCLUDED:
         path = root / entry
-        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for file in candidates:
-            relative = file.relative_to(root)
-            if EXCLUDED_PARTS & set(relative.parts) or file.suffix in EXCLUDED_SUFFIXES \
-                    or any(part.endswith(".egg-info") for part in relative.parts):
-                continue
-            files.append(relative)
-    return files
+        if path.is_file() or path.is_symlink():
+            found.append(Path(entry))
+        for folder, _, files in os.walk(path):  # os.walk does not follow links to folders
+            found.extend(Path(folder, name).relative_to(root) for name in files)
+    return sorted(found)
+
+
+def exclusion(root: Path, relative: Path) -> str | None:
+    """Why this file stays out of the zip, or None if it goes in."""
+    path = root / relative
+    if path.is_symlink():
+        return "a symbolic link"
+    if not path.is_file():
+        return "not a regular file"
+    if any(part.startswith(".") for part in relative.parts):
+        return "a dotfile or inside a hidden folder"
+    if EXCLUDED_PARTS & set(relative.parts) or any(p.endswith(".egg-info") for p in relative.parts):
+        return "outputs, data or a cache"
+    for patterns, why in EXCLUDED_NAMES:
+        if any(fnmatch.fnmatch(relative.name, pattern) for pattern in patterns):
+            return why
+    return None
+
+
+def files_to_pack(root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """(the files that go in, {file left out: why})."""
+    packed, left_out = [], {}
+    for relative in candidates(root):
+        why = exclusion(root, relative)
+        if why is None:
+            packed.append(relative)
+        else:
+            left_out[relative] = why
+    return packed, left_out
 
 
 def team_file(members: list[Member]) -> str:
@@ -79,23 +129,37 @@ def team_file(members: list[Member]) -> str:
     return f"# Team\n\n| name | student ID | email |\n|---|---|---|\n{rows}\n"
 
 
-def build(members: list[Member], out_dir: Path, root: Path = PROJECT_DIR) -> Path:
+def build(members: list[Member], out_dir: Path, root: Path = PROJECT_DIR) -> tuple[Path, list[Path], dict[Path, str]]:
+    """Write the zip; returns (its path, the files in it, the files left out with why)."""
     if not 1 <= len(members) <= MAX_MEMBERS:
         raise MemberError(f"a team has 1 to {MAX_MEMBERS} members; got {len(members)}")
     ids = [m.student_id for m in members]
     if len(set(ids)) != len(ids):
         raise MemberError(f"student IDs must differ: {', '.join(ids)}")
-    target = out_dir / zip_name(members)
+    name = zip_name(members)
+    if len(name.encode()) > MAX_FILE_NAME:
+        raise MemberError(f"the zip's name would have {len(name.encode())} bytes, over the {MAX_FILE_NAME} "
+                          f"a file name may have: shorten the names")
+    target = out_dir / name
     if target.exists():
         raise FileExistsError(f"{target} exists; move it away first (it is never overwritten)")
+    packed, left_out = files_to_pack(root)
+    for relative in packed:
+        size = (root / relative).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise MemberError(f"{relative} has {size / 2**20:.1f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB "
+                              f"a file of the submission may have; nothing was written")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for relative in files_to_pack(root):
-            archive.write(root / relative, relative.as_posix())
-        archive.writestr("TEAM.md", team_file(members))
-    tmp.rename(target)
-    return target
+    tmp = out_dir / f".submission.{os.getpid()}.part"  # short: the final name may be near the limit
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for relative in packed:
+                archive.write(root / relative, relative.as_posix())
+            archive.writestr("TEAM.md", team_file(members))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target, packed, left_out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,12 +170,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         members = [parse_member(text) for text in args.member]
-        target = build(members, args.out)
+        target, packed, left_out = build(members, args.out)
     except (MemberError, FileExistsError) as err:
         sys.exit(f"mlbasics.submit: {err}")
-    with zipfile.ZipFile(target) as archive:
-        names = archive.namelist()
-    print(f"{target} ({target.stat().st_size / 1024:.0f} KiB, {len(names)} files)")
+    except OSError as err:
+        sys.exit(f"mlbasics.submit: could not write the zip in {args.out}: {err.strerror or err}")
+    total = sum((PROJECT_DIR / relative).stat().st_size for relative in packed)
+    for relative in packed:
+        print(f"  {relative.as_posix()}")
+    print("  TEAM.md")
+    if left_out:
+        print(f"left out {len(left_out)}: " + ", ".join(f"{p.as_posix()} ({why})" for p, why in left_out.items()))
+    print(f"{target}: {len(packed) + 1} files, {total / 1024:.0f} KiB before compression, "
+          f"{target.stat().st_size / 1024:.0f} KiB zipped")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -57,6 +64,9 @@ def test_missing_data_is_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert f"{tmp_path}/nowhere/FashionMNIST/raw" in last and "train-images-idx3-ubyte.gz" in last
     assert "Traceback" not in proc.stderr
+    assert (proc.stdout + proc.stderr).count("could not be") + (proc.stdout + proc.stderr).count("failed (") == 1
+    reason = re.search(r"failed \((.*?)\);", last)
+    assert reason and reason.group(1).strip(": ") and not reason.group(1).endswith(":"), last
 
 
 @real_data
@@ -100,3 +110,77 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert "resuming from" in (folder / "run.log").read_text()
 
     assert_same_run(folder, tmp_path / "whole")
+
+
+SMALL = ("dataset=synthetic", "trainer.epochs=2", "model.hidden=[16]", "trainer.threads=1")
+
+
+def test_folder_of_another_config_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "run"
+    first = run_cli(*SMALL, f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    results = (folder / "results.json").read_bytes()
+    overrides = (folder / ".hydra" / "overrides.yaml").read_text()
+    again = run_cli(*SMALL, "optimizer.lr=0.05", f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert again.returncode == 2
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"mlbasics: {folder} holds a run of another config")
+    assert "optimizer.lr: 0.3 -> 0.05" in lines[0] and "trainer.start_over=true" in lines[0]
+    assert (folder / "results.json").read_bytes() == results
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == overrides  # Hydra's rewrite undone
+    assert "optimizer.lr: 0.3" in (folder / ".hydra" / "config.yaml").read_text().replace("lr: 0.3", "optimizer.lr: 0.3")
+    fresh = run_cli(*SMALL, "optimizer.lr=0.05", "trainer.start_over=true", f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    (aside,) = folder.glob("previous-*")
+    assert (aside / "results.json").read_bytes() == results
+    assert json.loads((folder / "results.json").read_text())["config"]["optimizer"]["lr"] == 0.05
+
+
+def limit_file_size():
+    """Files may grow to 300 KB, and writing past that fails with EFBIG instead of killing the process:
+    a disk that fills up during the checkpoint, without needing a small filesystem."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+
+def test_output_that_cannot_be_written_is_one_line_and_leaves_nothing_behind(tmp_path):
+    folder = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "mlbasics.run", *SMALL, "model.hidden=[512,512]",
+                           f"hydra.run.dir={folder}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit_file_size)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"mlbasics: run failed: could not write {folder / 'checkpoint.pt'}: File too large (see {folder})"]
+    assert not list(folder.glob(".*.tmp")) and not (folder / "checkpoint.pt").exists()
+    assert json.loads((folder / "results.json").read_text())["status"] == "failed"
+
+
+def wait_for_epochs(folder, epochs, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        metrics = folder / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= epochs + 1:  # header + epochs
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {epochs} epochs in {folder} in time")
+
+
+SLOW = ("dataset=synthetic", "trainer.epochs=50", "model.hidden=[256,256]", "trainer.batch_size=4",
+        "trainer.threads=1")
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path):
+    folder = tmp_path / "run"
+    args = [sys.executable, "-m", "mlbasics.run", *SLOW, f"hydra.run.dir={folder}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epochs(folder, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    done = len((folder / "metrics.csv").read_text().splitlines()) - 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [f"mlbasics: interrupted after epoch {done}; the same command resumes from "
+                     f"{folder / 'checkpoint.pt'}"], err
+    assert "Traceback" not in out + err and not list(folder.glob(".*.tmp"))
+    resumed = run_cli(*SLOW, "trainer.epochs=3", f"hydra.run.dir={folder}", "trainer.start_over=false", cwd=tmp_path)
+    assert resumed.returncode == 2 and "trainer.epochs: 50 -> 3" in resumed.stderr  # another config: refused

@@ -61,10 +61,33 @@ def test_wrong_type_or_choice_fails_at_compose(make_cfg, override, key):
     ("dataset.val_size=60000", "dataset.val_size"),
     ("dataset.val_size=0", "dataset.val_size"),
     ("dataset.train_size=70000", "dataset.train_size"),
+    # values that failed late, or never ended, before they were checked here
+    ("optimizer.lr=inf", "optimizer.lr"),
+    ("optimizer.lr=nan", "optimizer.lr"),
+    ("optimizer.lr=1e308", "optimizer.lr"),
+    ("optimizer.weight_decay=inf", "optimizer.weight_decay"),
+    ("trainer.diverge_loss=nan", "trainer.diverge_loss"),
+    ("seed=1180591620717411303424", "seed"),  # 2**70
+    ("seed=-1", "seed"),
+    ("dataset.split_seed=1180591620717411303424", "dataset.split_seed"),
+    ("probe.landscape.points=100000", "probe.landscape.points"),
+    ("model.hidden=[1000000]", "model.hidden"),
 ])
 def test_out_of_range_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=f"^{key}="):
         validate(make_cfg(override))
+
+
+def test_largest_allowed_values_pass(make_cfg):
+    validate(make_cfg("seed=9223372036854775806", "dataset.split_seed=9223372036854775806",
+                      "probe.landscape.points=64", "optimizer.lr=1e30", "model.hidden=[65536]"))
+    with pytest.raises(ConfigError, match="^probe.landscape.high=1e\\+38 .*float32"):
+        validate(make_cfg("probe.landscape.high=1e38", "optimizer.lr=16"))
+
+
+def test_cycle_momentum_needs_onecycle(make_cfg):
+    with pytest.raises(ConfigError, match="^optimizer.cycle_momentum=True .*onecycle"):
+        validate(make_cfg("optimizer.cycle_momentum=true", "optimizer.schedule=cosine"))
 
 
 def test_nesterov_needs_momentum(make_cfg):

@@ -1,13 +1,17 @@
-"""Loading through torchvision's real IDX reader, the stratified split, normalisation, batching."""
+"""Loading through the real IDX reader, the stratified split, normalisation, batching."""
 
 from __future__ import annotations
 
-import torch
+import gzip
+import hashlib
+
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from mlbasics.config import DatasetConfig
 from mlbasics.data import DataUnavailable, batch_indices, load_splits, stratified_split
+from mlbasics.datafiles import RAW_FILES
 
 
 def ds_cfg(root, **overrides):
@@ -88,3 +92,66 @@ def test_batches_cover_every_index_once(n, batch_size, sizes):
     batches = list(batch_indices(n, batch_size, torch.Generator().manual_seed(0), torch.device("cpu")))
     assert [len(b) for b in batches] == sizes
     assert sorted(torch.cat(batches).tolist()) == list(range(n))
+
+
+@pytest.fixture
+def gz_root(tmp_path, monkeypatch):
+    """The miniature set as .gz files only, registered as the official files (their md5s)."""
+    from torchvision import datasets
+
+    from conftest import write_idx
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(5)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=gen), compress=True)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10, compress=True)
+    md5 = [(gz, hashlib.md5((raw / gz).read_bytes()).hexdigest()) for gz in RAW_FILES]
+    monkeypatch.setattr(datasets.FashionMNIST, "resources", md5)
+    return tmp_path
+
+
+def test_gz_files_are_read_and_unpacked_beside_themselves(gz_root):
+    splits = load_splits(ds_cfg(gz_root, val_size=10), torch.device("cpu"))
+    assert len(splits.train_y) == 50 and len(splits.test_y) == 20
+    raw = gz_root / "FashionMNIST" / "raw"
+    assert gzip.decompress((raw / "train-images-idx3-ubyte.gz").read_bytes()) == \
+        (raw / "train-images-idx3-ubyte").read_bytes()
+
+
+def test_read_only_folder_of_gz_files_is_read_in_memory(gz_root, monkeypatch):
+    from mlbasics import records
+
+    def read_only(path, write):
+        raise records.OutputError(f"could not write {path}: Read-only file system")
+
+    monkeypatch.setattr(records, "write_atomically", read_only)
+    splits = load_splits(ds_cfg(gz_root, val_size=10), torch.device("cpu"))
+    assert len(splits.train_y) == 50
+    assert sorted(p.name for p in (gz_root / "FashionMNIST" / "raw").iterdir()) == sorted(RAW_FILES)
+
+
+def test_corrupt_gz_is_named_with_its_md5(gz_root):
+    gz = gz_root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(DataUnavailable) as err:
+        load_splits(ds_cfg(gz_root, val_size=10), torch.device("cpu"))
+    message = str(err.value)
+    assert message.startswith(f"{gz} is corrupt (md5 ") and "expected" in message and "replace it" in message
+
+
+@pytest.mark.parametrize("keep_gz", [True, False])
+def test_truncated_unpacked_file_says_what_to_do(gz_root, keep_gz):
+    load_splits(ds_cfg(gz_root, val_size=10), torch.device("cpu"))  # unpacks
+    raw = gz_root / "FashionMNIST" / "raw"
+    unpacked = raw / "train-images-idx3-ubyte"
+    unpacked.write_bytes(unpacked.read_bytes()[:5000])
+    if not keep_gz:
+        (raw / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataUnavailable) as err:
+        load_splits(ds_cfg(gz_root, val_size=10), torch.device("cpu"))
+    message = str(err.value)
+    assert message.startswith(f"{unpacked} is truncated or corrupt (5000 bytes where its header promises 47056)")
+    assert ("delete it and it is unpacked again from train-images-idx3-ubyte.gz" in message) == keep_gz
+    assert ("replace it with the genuine file" in message) != keep_gz

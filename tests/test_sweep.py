@@ -150,3 +150,74 @@ def test_sweep_folders_never_collide(tmp_path):
     for folder in sweeps:
         (results,) = folder.glob("*/results.json")
         assert json.loads(results.read_text())["status"] == "completed"
+
+
+SMALL_SWEEP = ("dataset=synthetic", "trainer.epochs=1", "model.hidden=[16]", "trainer.threads=1", "seed=0,1",
+               "hydra.sweep.subdir=job${hydra.job.num}")  # folders that ignore the overrides: reuse is possible
+
+
+def test_sweep_job_in_a_folder_of_another_config_fails_and_the_sweep_goes_on(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    first = run_cli("-m", *SMALL_SWEEP, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    earlier = {job: (sweep_dir / job / "results.json").read_bytes() for job in ("job0", "job1")}
+    again = run_cli("-m", *SMALL_SWEEP, "optimizer.lr=0.05", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("job")
+    assert (summary["status"] == "failed").all()
+    assert summary.loc["job0", "error"].startswith(f"{sweep_dir / 'job0'} holds a run of another config "
+                                                   "(optimizer.lr: 0.3 -> 0.05)")
+    for job, content in earlier.items():  # nothing lost: the earlier run is beside, with its config
+        (aside,) = (sweep_dir / job).glob("previous-*")
+        assert (aside / "results.json").read_bytes() == content
+        assert "lr: 0.3" in (aside / "config.yaml").read_text()
+    third = run_cli("-m", *SMALL_SWEEP, "optimizer.lr=0.05", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert (pd.read_csv(sweep_dir / "summary.csv")["status"] == "completed").all()
+
+
+def test_sweep_goes_on_when_a_job_cannot_write_its_checkpoint(tmp_path):
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size():  # files past 300 KB fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "mlbasics.run", "-m", "dataset=synthetic", "trainer.epochs=1",
+                           "trainer.threads=1", "model.hidden=[16],[512,512]", f"hydra.sweep.dir={sweep_dir}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("model.hidden")
+    assert summary.loc["[16]", "status"] == "completed"
+    assert summary.loc["[512,512]", "status"] == "failed"
+    assert summary.loc["[512,512]", "error"].endswith("checkpoint.pt: File too large")
+    assert not list(sweep_dir.rglob(".*.tmp"))
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    args = [sys.executable, "-m", "mlbasics.run", "-m", "dataset=synthetic", "trainer.epochs=50", "trainer.threads=1",
+            "model.hidden=[256,256]", "trainer.batch_size=4", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(sweep_dir.glob("*/metrics.csv")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mlbasics: sweep interrupted after epoch ")
+    assert f"hydra.sweep.dir={sweep_dir}" in lines[0] and f"python -m mlbasics.report {sweep_dir}" in lines[0]
+    assert "Traceback" not in out + err
+    report = run_cli(str(sweep_dir), module="mlbasics.report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "1 jobs: 0 completed, 0 diverged, 0 failed, 1 incomplete" in report.stdout
