@@ -136,12 +136,20 @@ class ProbeConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How a sweep's tables present it; never changes a number."""
+    # columns the printed table and summary.md lead with (an experiment names what it is about)
+    columns: List[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     seed: int = 0
     device: Device = Device.auto
 
@@ -231,6 +239,10 @@ def register() -> None:
     """
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
+    # each group option starts from its schema, so its file holds only what differs
+    store.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    store.store(group="model", name="base_mlp", node=ModelConfig)
+    store.store(group="optimizer", name="base_sgd", node=OptimizerConfig)
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
         store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
     if not OmegaConf.has_resolver("mlbasics.data_root"):

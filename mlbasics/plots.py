@@ -25,7 +25,7 @@ def group_labels(table: pd.DataFrame, by: list[str]) -> pd.Series:
 def curve_band(ax, curves: pd.DataFrame, labels: dict[str, str], metric: str, x: str) -> None:
     """One line per group (mean over its jobs) with a band of one standard deviation."""
     data = curves[curves["metric"] == metric].assign(group=lambda d: d["job"].map(labels)).dropna(subset=["group"])
-    for name, part in data.groupby("group", sort=True):
+    for name, part in data.groupby("group", sort=False):
         stats = part.groupby(x)["value"].agg(["mean", "std"]).fillna(0.0)
         ax.plot(stats.index, stats["mean"], label=name)
         ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
@@ -55,7 +55,7 @@ def draw_all(table: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: s
 
     done = table[table["status"] == "completed"].assign(group=lambda d: d["job"].map(labels),
                                                         **{metric: lambda d: pd.to_numeric(d[metric], errors="coerce")})
-    stats = done.groupby("group", sort=True)[metric].agg(["mean", "std"]).fillna(0.0)
+    stats = done.groupby("group", sort=False)[metric].agg(["mean", "std"]).fillna(0.0)
     longest = max((len(label) for label in stats.index), default=0)
     # room for the group labels beside the bars, which grow with the number of swept keys
     fig, ax = plt.subplots(figsize=(6 + 0.08 * longest, 2 + 0.4 * max(len(stats), 1)))
@@ -68,6 +68,16 @@ def draw_all(table: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: s
     save(fig, out / f"final_{metric}.png")
 
 
+def draw_symmetry(table: pd.DataFrame, symmetry: pd.DataFrame, by: list[str], out: Path) -> None:
+    """Loss along the straight line from the net (alpha 0) to its permuted twin (alpha 1)."""
+    labels = dict(zip(table["job"], group_labels(table, by)))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curve_band(ax, symmetry, labels, "loss", "alpha")
+    ax.legend(fontsize=7)
+    ax.set_title("loss between the net and its permuted twin (mean ± std over seeds)")
+    save(fig, out / "symmetry.png")
+
+
 def draw_landscape(table: pd.DataFrame, landscape: pd.DataFrame, by: list[str], out: Path) -> None:
     """The Santurkar et al. Figure 4 analogue: loss band, gradient-predictiveness band, beta_eff."""
     labels = dict(zip(table["job"], group_labels(table, by)))
@@ -75,7 +85,7 @@ def draw_landscape(table: pd.DataFrame, landscape: pd.DataFrame, by: list[str], 
     for ax, (low, high, title) in zip(axes[:2], (("loss_min", "loss_max", "loss landscape"),
                                                  ("gradpred_min", "gradpred_max", "gradient predictiveness"))):
         data = landscape[landscape["metric"].isin([low, high])].assign(group=lambda d: d["job"].map(labels))
-        for name, part in data.dropna(subset=["group"]).groupby("group", sort=True):
+        for name, part in data.dropna(subset=["group"]).groupby("group", sort=False):
             wide = part.pivot_table(index="step", columns="metric", values="value", aggfunc="mean")
             line = ax.plot(wide.index, (wide[low] + wide[high]) / 2, label=name)[0]
             ax.fill_between(wide.index, wide[low], wide[high], alpha=0.25, color=line.get_color())

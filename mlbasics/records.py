@@ -32,7 +32,8 @@ LANDSCAPE_FILE = "landscape.csv"  # per probed step: Santurkar et al.'s measurem
 SYMMETRY_FILE = "symmetry.csv"
 RUN_FILES = (RESULTS_FILE, CHECKPOINT_FILE, METRICS_FILE, LANDSCAPE_FILE, SYMMETRY_FILE)
 # Keys that never change a run's numbers, so a folder may be resumed with them changed.
-NOT_FINGERPRINTED = ("dataset.root", "device", "trainer.threads", "trainer.checkpoint", "trainer.start_over")
+NOT_FINGERPRINTED = ("dataset.root", "device", "trainer.threads", "trainer.checkpoint", "trainer.start_over",
+                     "report.columns")
 # `.checkpoint.pt.1234.tmp`: what `write_atomically` leaves if its process is killed mid-write
 TEMP_FILE = re.compile(r"^\.(.+)\.(\d+)\.tmp$")
 

@@ -43,8 +43,11 @@ def find_jobs(folder: Path) -> list[Path]:
 
 def flatten(tree: dict) -> dict[str, object]:
     """{"model": {"hidden": [1, 2]}} -> {"model.hidden": "[1,2]"}: lists as compact text, like overrides."""
+    if not tree:
+        return {}
+    flat = pd.json_normalize(tree, sep=".").iloc[0].to_dict()
     return {key: json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, list) else value
-            for key, value in records.flatten(tree).items()}
+            for key, value in flat.items()}
 
 
 class Malformed(ValueError):
@@ -193,9 +196,11 @@ def summarise(rows: list[dict[str, object]], by: list[str] | None) -> tuple[pd.D
     missing = [k for k in by if k not in table.columns]
     if missing:
         raise KeyError(f"--by {', '.join(missing)}: not a key of these jobs (swept keys: {', '.join(override_keys)})")
-    leading = ["job", *[k for k in override_keys if k in table.columns], *RESULT_COLUMNS]
+    swept = [k for k in override_keys if k in table.columns]
+    leading = ["job", *swept, *RESULT_COLUMNS]
     rest = sorted(c for c in table.columns if c not in leading)
-    table = table[leading + rest].sort_values("job", kind="stable").reset_index(drop=True)
+    order = [*by, *[k for k in swept if k not in by], "job"]  # the grouping keys first, each by value
+    table = table[leading + rest].sort_values(order, key=natural_order, kind="stable").reset_index(drop=True)
     return table, by
 
 
@@ -204,9 +209,9 @@ def group(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     keyed = table.assign(**{k: table[k].astype(str) for k in by}) if by else table.assign(all="all")
     keys = by or ["all"]
     counts = keyed.groupby(keys, sort=True, dropna=False).agg(n=("job", "size"))
-    for status in STATUSES:
-        hits = keyed.assign(hit=keyed["status"] == status).groupby(keys, sort=True, dropna=False)["hit"].sum()
-        counts[status] = hits
+    outcomes = pd.crosstab([keyed[k] for k in keys], pd.Categorical(keyed["status"], categories=STATUSES),
+                           dropna=False)
+    counts = counts.join(outcomes.reindex(columns=STATUSES, fill_value=0)).fillna(0).astype(int)
     done = keyed[keyed["status"] == Status.completed.value]
     extra = [c for c in table.columns if c not in FINAL_METRICS and c not in RESULT_COLUMNS and c != "job"
              and (c.startswith(MEASURED_PREFIXES) or c in MEASURED_KEYS)]
@@ -223,9 +228,27 @@ def group(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def natural_order(column: pd.Series) -> pd.Series:
-    """Numbers by value (2 before 16), anything else as text."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    return numbers if numbers.notna().all() else column
+    """A sort key: numbers by value (2 before 16), lists by length then values ([128,128] before
+    [128,128,128,128,128]), anything else as text; missing values last."""
+    present = column.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if len(present) and numbers.notna().all():
+        return pd.to_numeric(column, errors="coerce")
+    lists = present.map(_as_list)
+    if len(present) and lists.notna().all():
+        return column.map(lambda text: (0, len(_as_list(text)), *_as_list(text)) if pd.notna(text) else (1,))
+    return column.astype(str)
+
+
+def _as_list(text: object) -> list[float] | None:
+    """`[128,128]` -> [128.0, 128.0]; None if the text is not a list of numbers."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [float(v) for v in value]
+    return None
 
 
 def to_markdown(grouped: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
@@ -264,13 +287,29 @@ def read_curves(table: pd.DataFrame, filename: str = records.METRICS_FILE) -> pd
     return curves.assign(value=pd.to_numeric(curves["value"], errors="coerce"))  # an empty frame melts to text
 
 
+def leading_columns(table: pd.DataFrame, grouped: pd.DataFrame, asked: list[str] | None) -> list[str]:
+    """The columns asked for (KeyError for one the table lacks), else those the jobs' config names."""
+    if asked is not None:
+        unknown = [c for c in asked if f"{c}_mean" not in grouped.columns]
+        if unknown:
+            known = sorted(c[:-5] for c in grouped.columns if c.endswith("_mean"))
+            raise KeyError(f"--columns {', '.join(unknown)}: not a result of these jobs ({', '.join(known)})")
+        return asked
+    named = table["report.columns"].dropna() if "report.columns" in table else pd.Series(dtype=object)
+    configured = json.loads(named.iloc[0]) if len(named) else []
+    return [c for c in configured if f"{c}_mean" in grouped.columns]  # a column no job produced: left out
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     records.write_text(path, frame.to_csv(index=False))
 
 
 def report(folders: list[Path], out: Path, by: list[str] | None = None, metric: str = "test_acc",
-           echo: bool = True) -> pd.DataFrame:
-    """Write summary.csv, summary_grouped.csv, summary.md, curves.csv and plots into `out`."""
+           echo: bool = True, columns: list[str] | None = None) -> pd.DataFrame:
+    """Write summary.csv, summary_grouped.csv, summary.md, curves.csv and plots into `out`.
+
+    The printed table and summary.md lead with `columns` (default: the jobs' `report.columns`).
+    """
     if metric not in FINAL_METRICS:
         raise KeyError(f"--metric {metric}: not one of {', '.join(FINAL_METRICS)}")
     base = Path(os.path.commonpath(folders))  # job names are relative to it, so they stay short
@@ -279,7 +318,7 @@ def report(folders: list[Path], out: Path, by: list[str] | None = None, metric: 
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) under {', '.join(map(str, folders))}")
     table, by = summarise(rows, by)
     grouped = group(table, by)
-    shown = list(dict.fromkeys([metric, "test_acc", "val_acc", "train_acc"]))
+    shown = list(dict.fromkeys([*leading_columns(table, grouped, columns), metric, "test_acc", "val_acc", "train_acc"]))
     markdown = to_markdown(grouped, by, shown)
     write_csv(table.drop(columns="_path"), out / "summary.csv")
     write_csv(grouped, out / "summary_grouped.csv")
@@ -287,6 +326,9 @@ def report(folders: list[Path], out: Path, by: list[str] | None = None, metric: 
     curves = read_curves(table)
     write_csv(curves, out / "curves.csv")
     plots.draw_all(table, curves, by, metric, out)
+    symmetry = read_curves(table, records.SYMMETRY_FILE)
+    if len(symmetry):
+        plots.draw_symmetry(table, symmetry, by, out)
     landscape = read_curves(table, records.LANDSCAPE_FILE)
     if len(landscape):
         write_csv(landscape, out / "landscape_curves.csv")
@@ -305,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="where the tables go (default: the one DIR given)")
     parser.add_argument("--by", help="comma-separated keys to group by (default: the swept keys except seed)")
     parser.add_argument("--metric", default="test_acc", help=f"headline metric: {', '.join(FINAL_METRICS)}")
+    parser.add_argument("--columns", help="comma-separated result columns the table leads with "
+                                          "(default: the jobs' report.columns)")
     parser.add_argument("--quiet", action="store_true", help="do not print the grouped table")
     args = parser.parse_args(argv)
     for folder in args.dirs:
@@ -318,7 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by is not None else None
     try:
         out.mkdir(parents=True, exist_ok=True)
-        report([d.resolve() for d in args.dirs], out, by=by, metric=args.metric, echo=not args.quiet)
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        report([d.resolve() for d in args.dirs], out, by=by, metric=args.metric, echo=not args.quiet,
+               columns=columns)
     except (FileNotFoundError, KeyError) as err:
         sys.exit(f"mlbasics.report: {err.args[0]}")
     except OSError as err:  # a full disk or a folder that cannot be written: the jobs' files are untouched
