@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from mlbasics.datafiles import DataUnavailable, read_dataset  # noqa: F401 - the error callers catch
+from mlbasics.datafiles import read_dataset
 
 SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_FEATURES, SYNTHETIC_CLASSES = 2_000, 500, 32, 4
 # The training pool each dataset offers (the config's range checks read it from here).

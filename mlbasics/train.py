@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from mlbasics import checkpoint, optimizer as optim, probes, records
 from mlbasics.config import ConfigError, Device
-from mlbasics.data import DataUnavailable, Splits, batch_indices, flip_half, load_splits, steps_per_epoch
+from mlbasics.data import Splits, batch_indices, flip_half, load_splits, steps_per_epoch
+from mlbasics.datafiles import DataUnavailable
 from mlbasics.model import build_mlp, count_parameters, linear_layers
 from mlbasics.records import Status
 

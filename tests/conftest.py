@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
 import json
@@ -15,6 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 from mlbasics.config import PROJECT_DIR, default_data_root, register
 
@@ -25,17 +27,24 @@ real_data = pytest.mark.skipif(not (REAL_DATA / "train-images-idx3-ubyte.gz").ex
                                reason=f"genuine FashionMNIST not in {REAL_DATA} (.ci/run copies it there)")
 
 
-@pytest.fixture
-def make_cfg():
-    """Compose conf/config.yaml with overrides, as the CLI would (Hydra's compose API)."""
-
-    def compose_with(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_DIR / "conf")):
-            return compose(config_name="config", overrides=list(overrides))
-
-    yield compose_with
+@pytest.fixture(scope="session")
+def composed():
+    """Compose conf/config.yaml with overrides, as the CLI would (Hydra's compose API), once per
+    distinct set of overrides in the whole session; callers get their own copy to change."""
+    cache: dict[tuple[str, ...], DictConfig] = {}
     GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_DIR / "conf")):
+        def compose_with(*overrides: str) -> DictConfig:
+            if overrides not in cache:
+                cache[overrides] = compose(config_name="config", overrides=list(overrides))
+            return copy.deepcopy(cache[overrides])
+        yield compose_with
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def make_cfg(composed):
+    return composed
 
 
 def write_idx(path: Path, array: torch.Tensor, compress: bool = False) -> None:

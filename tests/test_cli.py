@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import resource
 import signal
@@ -88,7 +87,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     import sys
     import time
 
-    args = ["dataset=synthetic", "trainer.epochs=12", "model.hidden=[512,512]", "trainer.batch_size=2",
+    # 800 steps an epoch: long enough to kill it after its second epoch and before its last
+    args = ["dataset=synthetic", "trainer.epochs=4", "model.hidden=[512,512]", "trainer.batch_size=2",
             "trainer.threads=1", "model.dropout=0.1"]
     whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr

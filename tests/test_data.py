@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from mlbasics.config import DatasetConfig
-from mlbasics.data import DataUnavailable, batch_indices, load_splits, stratified_split
-from mlbasics.datafiles import RAW_FILES
+from mlbasics.data import batch_indices, load_splits, stratified_split
+from mlbasics.datafiles import RAW_FILES, DataUnavailable
 
 
 def ds_cfg(root, **overrides):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import yaml
 import pytest
 
 from conftest import run_cli
@@ -35,6 +36,10 @@ def test_experiment_runs_shortened(name, tmp_path):
     table = pd.read_csv(summary_path)
     check = globals()[f"check_{name}"]
     check(table)
+    leading = yaml.safe_load((EXPERIMENTS_DIR / f"{name}.yaml").read_text()).get("report", {}).get("columns", [])
+    header = (summary_path.parent / "summary.md").read_text().splitlines()[0]
+    statuses = "| n | completed | diverged | failed | incomplete | "
+    assert statuses + " | ".join(leading) in header, header  # the printed table leads with them
     if name == "bn_landscape":  # the Figure 4 analogue, and its data in long form
         assert (summary_path.parent / "landscape.png").read_bytes()[:4] == b"\x89PNG"
         assert (summary_path.parent / "landscape_curves.csv").exists()
@@ -58,8 +63,15 @@ def check_no_activation(table):
 def check_activations(table):
     assert len(table) == 9
     assert set(table["model.activation"]) == {"relu", "sigmoid", "tanh"}
-    assert table["grad_ratio_first_last_epoch1"].notna().all()
-    assert "first_epoch_val_acc_0.80" in table.columns
+    # one epoch: the first epoch reaching 80 % validation accuracy is 1 exactly where the final val_acc is
+    reached = table["first_epoch_val_acc_0.80"] == 1
+    assert (reached == (table["val_acc"] >= 0.80)).all() and table.loc[~reached, "first_epoch_val_acc_0.80"].isna().all()
+    # vanishing gradients: a sigmoid's first-layer gradient shrinks with depth (sigma' <= 1/4 per layer)
+    ratio = table.set_index(["model.activation", "model.hidden"])["grad_ratio_first_last_epoch1"]
+    sigmoid = [ratio[("sigmoid", "[" + ",".join(["128"] * depth) + "]")] for depth in (2, 5, 10)]
+    assert sigmoid[0] > sigmoid[1] > sigmoid[2] and sigmoid[2] < 1e-4 < ratio[("relu", "[128,128]")]
+    # rows ordered by depth as numbers and lists, not as text
+    assert table["model.hidden"].str.count("128").tolist()[:3] == [2, 5, 10]
 
 
 def check_lr_convex(table):

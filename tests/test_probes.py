@@ -111,3 +111,42 @@ def test_noisy_batchnorm_is_off_in_eval_mode():
     model = build_mlp(cfg, 4, 2).eval()
     x = torch.randn(5, 4)
     assert torch.equal(model(x), model(x))
+
+
+def trained_like(hidden, activation="relu", batchnorm=True, seed=0):
+    """A small MLP with non-trivial BatchNorm statistics (a few training-mode passes), in eval mode."""
+    torch.manual_seed(seed)
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                          {"hidden": hidden, "activation": activation, "batchnorm": batchnorm})
+    model = build_mlp(cfg, 6, 3)
+    for _ in range(3):
+        model(torch.randn(32, 6) * 2 + 1)
+    return model.eval()
+
+
+def test_permuted_twin_computes_the_same_function_with_other_weights():
+    model = trained_like([8, 5])
+    twin = probes.permuted_twin(model, torch.Generator().manual_seed(1)).eval()
+    x = torch.randn(20, 6)
+    assert torch.allclose(twin(x), model(x), atol=1e-6)
+    assert not torch.equal(twin[0].weight, model[0].weight)
+    assert sorted(twin[0].weight.sum(1).tolist()) == pytest.approx(sorted(model[0].weight.sum(1).tolist()))
+
+
+def test_collapse_reproduces_an_identity_network_and_not_a_relu_one():
+    x = torch.randn(50, 6)
+    linear = probes.collapse(trained_like([8, 5], activation="identity"), x)
+    assert linear["collapse_max_abs_diff"] < 1e-5 * max(1.0, linear["collapse_output_scale"])  # float32 rounding
+    relu = probes.collapse(trained_like([8, 5], activation="relu"), x)
+    assert relu["collapse_max_abs_diff"] > 1e-3
+
+
+def test_symmetry_curve_ends_at_the_same_loss_and_starts_at_the_nets():
+    model = trained_like([8, 5], batchnorm=False)
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    summary, curve = probes.symmetry(model, x, y, seed=2, points=5)
+    assert [point["alpha"] for point in curve] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert curve[0]["loss"] == pytest.approx(nn.functional.cross_entropy(model(x), y).item(), rel=1e-6)
+    assert summary["symmetry_permuted_loss_diff"] < 1e-6
+    ends = (curve[0]["loss"] + curve[-1]["loss"]) / 2
+    assert summary["symmetry_jensen_gap"] == pytest.approx(curve[2]["loss"] - ends)

@@ -160,3 +160,37 @@ def test_fuzzed_sweeps_never_crash_the_report(tmp_path, capsys):
         table = pd.read_csv(root / "summary.csv")
         assert set(table["status"]) <= {"completed", "diverged", "failed", "incomplete"}
         assert not list(root.glob(".*.tmp"))
+
+
+def test_rows_groups_and_legends_follow_values(sweep, capsys, monkeypatch):
+    from mlbasics import plots
+
+    legends, real_save = {}, plots.save
+
+    def keep_legend(fig, path):
+        legend = fig.axes[0].get_legend()
+        legends[path.name] = [t.get_text() for t in legend.get_texts()] if legend else None
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "save", keep_legend)
+    run_report(sweep, capsys=capsys)
+    assert pd.read_csv(sweep / "summary.csv")["optimizer.lr"].tolist() == [0.1, 0.1, 2, 16, 16]
+    assert legends["val_acc.png"] == ["optimizer.lr=0.1", "optimizer.lr=2", "optimizer.lr=16"]
+    for name in ("val_acc.png", "train_loss.png", "final_test_acc.png"):
+        assert (sweep / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lists_sort_by_length_then_values():
+    column = pd.Series(["[128,128,128]", "[64]", "[128,128]", "[256,128]", None])
+    order = column.iloc[report.natural_order(column).argsort(kind="stable")].tolist()
+    assert order[:4] == ["[64]", "[128,128]", "[256,128]", "[128,128,128]"] and pd.isna(order[4])
+
+
+def test_columns_lead_the_printed_table(sweep, capsys):
+    report.main([str(sweep), "--columns", "grad_ratio_first_last_epoch1"])
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith("| optimizer.lr | n | completed | diverged | failed | incomplete | "
+                             "grad_ratio_first_last_epoch1 | test_acc |")
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(sweep), "--columns", "nonsense"])
+    assert str(stop.value).startswith("mlbasics.report: --columns nonsense: not a result of these jobs")

@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from conftest import run_cli
 from mlbasics import sheet
 
 W1 = [[-0.2, 0.9, 0.4], [-0.1, 0.3, 0.4], [0.2, 0.5, -0.7], [0.2, -0.5, 0.5]]
@@ -28,29 +27,37 @@ def test_forward_pass_matches_hand_computation(x, z1, z2):
     assert out["softmax"] == pytest.approx([p1, 1 - p1], abs=1e-12)
 
 
-def test_forward_pass_cli_prints_formulas_and_result(tmp_path):
-    proc = run_cli("x=[1,1,1,1]", "steps=[forward]", module="mlbasics.sheet", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert "z1 = x W1 = [0.1, 1.2, 0.6]" in proc.stdout
-    assert "h = ReLU(z1) = [0.1, 1.2, 0.6]" in proc.stdout
-    assert "z2 = h W2 = [-0.36, 0.76]" in proc.stdout
+def run_sheet(*argv, capsys):
+    """`python -m mlbasics.sheet ARGV` in this process: (exit message or None, stdout)."""
+    try:
+        sheet.main(list(argv))
+    except SystemExit as stop:
+        return stop.code, capsys.readouterr().out
+    return None, capsys.readouterr().out
+
+
+def test_forward_pass_cli_prints_formulas_and_result(capsys):
+    stop, out = run_sheet("x=[1,1,1,1]", "steps=[forward]", capsys=capsys)
+    assert stop is None
+    lines = out.strip().splitlines()
+    assert "z1 = x W1 = [0.1, 1.2, 0.6]" in out
+    assert "h = ReLU(z1) = [0.1, 1.2, 0.6]" in out
+    assert "z2 = h W2 = [-0.36, 0.76]" in out
     p1 = 1 / (1 + math.exp(0.76 + 0.36))
     assert lines[-1] == f"softmax = [{p1:.6g}, {1 - p1:.6g}]"
 
 
-def test_forward_pass_weights_can_be_overridden(tmp_path):
-    proc = run_cli("x=[1,2]", "W1=[[1,0],[0,1]]", "W2=[[1,0],[0,1]]", "steps=[forward]",
-                   module="mlbasics.sheet", cwd=tmp_path)
+def test_forward_pass_weights_can_be_overridden(capsys):
+    _, out = run_sheet("x=[1,2]", "W1=[[1,0],[0,1]]", "W2=[[1,0],[0,1]]", "steps=[forward]", capsys=capsys)
     p1 = 1 / (1 + math.exp(1))
-    assert proc.stdout.strip().splitlines()[-1] == f"softmax = [{p1:.6g}, {1 - p1:.6g}]"
+    assert out.strip().splitlines()[-1] == f"softmax = [{p1:.6g}, {1 - p1:.6g}]"
 
 
-def test_bad_input_is_one_line(tmp_path):
-    proc = run_cli("x=[1,2,3]", "steps=[forward]", module="mlbasics.sheet", cwd=tmp_path)
-    assert proc.returncode != 0 and "x has 3 numbers" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("steps=[newton]", module="mlbasics.sheet", cwd=tmp_path)
-    assert proc.returncode != 0 and "allowed: identities" in proc.stderr
+def test_bad_input_is_one_line(capsys):
+    stop, _ = run_sheet("x=[1,2,3]", "steps=[forward]", capsys=capsys)
+    assert stop.startswith("mlbasics.sheet: ") and "x has 3 numbers" in stop and "\n" not in stop
+    stop, _ = run_sheet("steps=[newton]", capsys=capsys)
+    assert "allowed: identities" in stop and "\n" not in stop
 
 
 def test_identities_hold_to_rounding():

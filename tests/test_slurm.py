@@ -102,7 +102,8 @@ def test_sweep_runs_through_slurm_and_aggregates(tmp_path):
 
 
 def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
-    args = ("dataset=synthetic", "trainer.epochs=12", "model.hidden=[512,512]", "trainer.batch_size=2",
+    # 800 steps an epoch: long enough to requeue it after its second epoch and before its last
+    args = ("dataset=synthetic", "trainer.epochs=5", "model.hidden=[512,512]", "trainer.batch_size=2",
             "trainer.threads=1", "model.dropout=0.1")
     uninterrupted(args, tmp_path)
     launcher = launch(args, tmp_path)

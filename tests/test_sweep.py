@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
+from mlbasics import report
 
 # 2 batch sizes x 2 learning rates x 2 seeds, BatchNorm on: batch size 1 fails as PyTorch says,
 # lr 1e6 at batch size 64 diverges (weight decay times lr > 2 makes the weights explode), lr 0.1 trains.
@@ -96,36 +97,34 @@ def test_rerun_skips_completed_and_reproduces_tables(sweep, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(copy / "summary.csv")[columns], before[columns])
 
 
-def test_report_marks_missing_and_corrupt_results_incomplete(sweep, tmp_path):
+def test_report_marks_missing_and_corrupt_results_incomplete(sweep, tmp_path, capsys):
     sweep_dir, _ = sweep
     copy = tmp_path / "damaged"
     shutil.copytree(sweep_dir, copy)
     jobs = sorted(p.parent for p in copy.glob("*/results.json"))
     (jobs[0] / "results.json").unlink()
     (jobs[1] / "results.json").write_text('{"status": "compl')
-    proc = run_cli(str(copy), module="mlbasics.report", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    report.main([str(copy)])
+    out = capsys.readouterr().out
     summary = pd.read_csv(copy / "summary.csv").set_index("job")
     assert summary.loc[jobs[0].name, "status"] == "incomplete"
     assert "no results.json" in summary.loc[jobs[0].name, "error"]
     assert summary.loc[jobs[1].name, "status"] == "incomplete"
     assert "unreadable results.json" in summary.loc[jobs[1].name, "error"]
-    assert "incomplete" in proc.stdout
+    assert "incomplete" in out
     grouped = pd.read_csv(copy / "summary_grouped.csv")
     assert grouped["incomplete"].sum() == 2 and grouped["n"].sum() == 8
 
 
 def test_report_by_and_metric_options(sweep, tmp_path):
     sweep_dir, _ = sweep
-    proc = run_cli(str(sweep_dir), "--by", "trainer.batch_size", "--metric", "val_acc",
-                   "--out", str(tmp_path), module="mlbasics.report", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    report.main([str(sweep_dir), "--by", "trainer.batch_size", "--metric", "val_acc", "--out", str(tmp_path)])
     grouped = pd.read_csv(tmp_path / "summary_grouped.csv")
     assert list(grouped["trainer.batch_size"]) == [1, 64] and list(grouped["n"]) == [4, 4]
     assert (tmp_path / "final_val_acc.png").exists()
-    bad = run_cli(str(sweep_dir), "--by", "model.depth", "--out", str(tmp_path), module="mlbasics.report",
-                  cwd=tmp_path)
-    assert bad.returncode != 0 and "model.depth" in bad.stderr and "Traceback" not in bad.stderr
+    with pytest.raises(SystemExit) as bad:
+        report.main([str(sweep_dir), "--by", "model.depth", "--out", str(tmp_path)])
+    assert str(bad.value).startswith("mlbasics.report: --by model.depth") and "\n" not in str(bad.value)
 
 
 def test_joblib_launcher_gives_the_same_table(sweep, tmp_path):
@@ -218,6 +217,6 @@ def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("mlbasics: sweep interrupted after epoch ")
     assert f"hydra.sweep.dir={sweep_dir}" in lines[0] and f"python -m mlbasics.report {sweep_dir}" in lines[0]
     assert "Traceback" not in out + err
-    report = run_cli(str(sweep_dir), module="mlbasics.report", cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
-    assert "1 jobs: 0 completed, 0 diverged, 0 failed, 1 incomplete" in report.stdout
+    tables = run_cli(str(sweep_dir), module="mlbasics.report", cwd=tmp_path)
+    assert tables.returncode == 0, tables.stderr
+    assert "1 jobs: 0 completed, 0 diverged, 0 failed, 1 incomplete" in tables.stdout

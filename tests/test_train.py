@@ -11,7 +11,7 @@ import torch
 from conftest import assert_same_run, read_metrics
 from mlbasics import records
 from mlbasics.data import steps_per_epoch
-from mlbasics.train import Interrupted, train
+from mlbasics.train import Interrupted, Job, train
 
 SMALL = ("dataset=synthetic", "trainer.epochs=3", "model.hidden=[32,16]", "trainer.batch_size=64", "device=cpu")
 
@@ -74,11 +74,12 @@ def test_trailing_single_sample_does_not_break_batchnorm(make_cfg, tmp_path):
 
 
 def test_completed_run_started_again_does_nothing(make_cfg, tmp_path):
-    first = train(make_cfg(*SMALL), tmp_path)
-    mtime = (tmp_path / "metrics.csv").stat().st_mtime_ns
-    again = train(make_cfg(*SMALL), tmp_path)
-    assert again == json.loads(json.dumps(first))
-    assert (tmp_path / "metrics.csv").stat().st_mtime_ns == mtime
+    cfg = make_cfg(*SMALL)
+    job = Job.of(cfg, tmp_path, ())
+    stub = {"status": "completed", "test_acc": 0.123, "fingerprint": job.fingerprint, "config": job.config}
+    records.write_results(tmp_path / "results.json", stub)
+    assert train(cfg, tmp_path) == stub
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # nothing trained, nothing written
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path, monkeypatch):
