@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
@@ -39,6 +40,19 @@ def reference_epoch(model: nn.Module, loader, optimizer) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+
+
+def time_epochs(pipelines: dict[str, Callable[[int], object]], epochs: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each pipeline, alternating epoch by epoch so all see the same machine state."""
+    times: dict[str, list[float]] = {name: [] for name in pipelines}
+    for epoch in range(epochs + 1):
+        for name, run_epoch in pipelines.items():
+            start = time.perf_counter()
+            run_epoch(epoch)
+            if epoch > 0:  # epoch 0 warms caches and allocators on both sides
+                times[name].append(time.perf_counter() - start)
+            print(f"epoch {epoch} {name:<9} {time.perf_counter() - start:6.2f}s", flush=True)
+    return times
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,20 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(1))
     gathered = [(data.train_x[i], data.train_y[i]) for i in order.split(BATCH_SIZE)]
 
-    times: dict[str, list[float]] = {"reference": [], "mlbasics": [], "floor": []}
-    for epoch in range(args.epochs + 1):
-        for name in times:
-            start = time.perf_counter()
-            if name == "reference":
-                reference_epoch(reference, loader, reference_opt)
-            elif name == "floor":
-                reference_epoch(floor, gathered, floor_opt)
-            else:
-                fit_epoch(ours_loop, epoch + 1)
-            if epoch > 0:  # epoch 0 warms caches and allocators on both sides
-                times[name].append(time.perf_counter() - start)
-            print(f"epoch {epoch} {name:<9} {time.perf_counter() - start:6.2f}s", flush=True)
-
+    times = time_epochs({"reference": lambda epoch: reference_epoch(reference, loader, reference_opt),
+                         "mlbasics": lambda epoch: fit_epoch(ours_loop, epoch + 1),
+                         "floor": lambda epoch: reference_epoch(floor, gathered, floor_opt)}, args.epochs)
     ref, own, bare = (statistics.median(times[name]) for name in ("reference", "mlbasics", "floor"))
     print(f"\n{len(train_idx)} images per epoch, batch size {BATCH_SIZE}, {torch.get_num_threads()} threads, "
           f"median of {args.epochs} epochs")

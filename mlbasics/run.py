@@ -86,13 +86,15 @@ def main(cfg: DictConfig) -> None:
 
 
 def interrupted_message(stopped: Interrupted, out_dir: Path, sweep_dir: Path | None) -> str:
-    done = stopped.epochs_done
-    if done and stopped.saved:
-        where = (f"interrupted after epoch {done}; the same command resumes from {out_dir / records.CHECKPOINT_FILE}")
-    elif done:
+    done, saved = stopped.epochs_done, stopped.epochs_saved
+    if saved:
+        held = "" if saved == done else f" (checkpoint.pt holds {saved})"
+        where = (f"interrupted after epoch {done}{held}; the same command resumes from "
+                 f"{out_dir / records.CHECKPOINT_FILE}")
+    elif done and not stopped.checkpointing:
         where = f"interrupted after epoch {done} (trainer.checkpoint=false: nothing saved to resume from)"
     else:
-        where = "interrupted before the first epoch ended; the same command starts it again"
+        where = "interrupted before the first epoch was saved; the same command starts it again"
     if sweep_dir is None:
         return where
     return (f"sweep {where.replace('the same command', f'the same command with hydra.sweep.dir={sweep_dir}')}"

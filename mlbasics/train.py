@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 import time
 import traceback
@@ -34,6 +33,7 @@ from mlbasics.records import Status
 log = logging.getLogger(__name__)
 SYMMETRY_SAMPLE = 10_000  # training images on which the symmetry probe measures the loss
 EVAL_BATCH = 8192  # evaluation needs no gradients, so large batches only save Python overhead
+DIVERGENCE_CHECK_EVERY = 32  # training steps between two looks at their losses (see check_divergence)
 
 
 class Diverged(RuntimeError):
@@ -41,11 +41,12 @@ class Diverged(RuntimeError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C: the run stopped after `epochs_done` epochs, all of them in checkpoint.pt."""
+    """Ctrl-C: the run stopped after `epochs_done` epochs, of which checkpoint.pt holds `epochs_saved`
+    (one fewer when the key came between an epoch's metrics and its checkpoint)."""
 
-    def __init__(self, epochs_done: int, saved: bool) -> None:
-        super().__init__(epochs_done, saved)
-        self.epochs_done, self.saved = epochs_done, saved
+    def __init__(self, epochs_done: int, epochs_saved: int, checkpointing: bool) -> None:
+        super().__init__(epochs_done, epochs_saved, checkpointing)
+        self.epochs_done, self.epochs_saved, self.checkpointing = epochs_done, epochs_saved, checkpointing
 
 
 class FolderHoldsAnotherRun(ConfigError):
@@ -166,6 +167,7 @@ class Outcome:
 
     def __init__(self, job: Job) -> None:
         self.job, self.started, self.state = job, time.perf_counter(), RunState()
+        self.epochs_saved = 0  # epochs that checkpoint.pt holds
         self.results: dict[str, Any] = {
             "status": "running", "error": None,
             **{f"{split}_{metric}": None for split in ("train", "val", "test") for metric in ("acc", "loss")},
@@ -179,7 +181,7 @@ class Outcome:
 
     def __exit__(self, kind, err, tb) -> bool:
         if kind is KeyboardInterrupt:  # no results.json: the folder stays resumable, the report says incomplete
-            raise Interrupted(self.state.epochs_done, saved=bool(self.job.cfg.trainer.checkpoint)) from None
+            raise Interrupted(self.state.epochs_done, self.epochs_saved, bool(self.job.cfg.trainer.checkpoint)) from None
         if kind is not None and not issubclass(kind, Exception):
             return False
         status, error = Status.completed, None
@@ -231,6 +233,7 @@ def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
         scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"], loop.batch_gen)
         outcome.state = RunState(**saved["state"])
+        outcome.epochs_saved = outcome.state.epochs_done
         log.info("resuming from %s after epoch %d", job.out_dir / records.CHECKPOINT_FILE, outcome.state.epochs_done)
     return loop
 
@@ -260,6 +263,7 @@ def fit_and_save(job: Job, loop: Loop, outcome: Outcome, epoch: int) -> None:
             "scheduler": loop.scheduler.state_dict(), "rng": checkpoint.rng_state(loop.batch_gen),
             "state": dataclasses.asdict(saved_state), "fingerprint": job.fingerprint, "config": job.config,
             "overrides": job.overrides})
+        outcome.epochs_saved = epoch
 
 
 def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -272,21 +276,24 @@ def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, 
     model.train()
     linears = linear_layers(model)
     device = data.train_x.device
-    loss_sum, correct = 0.0, torch.zeros((), dtype=torch.long, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     grad_norm_sum = torch.zeros(len(linears), device=device)
     n, n_steps = len(data.train_y), steps_per_epoch(len(data.train_y), loop.batch_size)
+    losses, sizes = torch.empty(n_steps, device=device), []  # read back in bulk: no sync per step
     probe_rows = []
     bar = tqdm(batch_indices(n, loop.batch_size, loop.batch_gen, device), total=n_steps,
                desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
-    for step, idx in enumerate(bar, start=(epoch - 1) * n_steps):
+    for i, idx in enumerate(bar):
+        step = (epoch - 1) * n_steps + i
         x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if loop.hflip:
             x = flip_half(x, data.image_shape, loop.batch_gen)
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=loop.label_smoothing)
-        loss_value = loss.item()  # the one sync per step: a diverging run stops at its first bad step
-        if not math.isfinite(loss_value) or (loop.diverge_loss is not None and loss_value > loop.diverge_loss):
-            raise Diverged(f"training loss is {loss_value} at epoch {epoch}")
+        losses[i] = loss.detach()
+        sizes.append(len(y))
+        if (i + 1) % DIVERGENCE_CHECK_EVERY == 0:
+            check_divergence(losses[i + 1 - DIVERGENCE_CHECK_EVERY:i + 1], loop.diverge_loss, epoch)
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm_sum += torch.stack([torch.linalg.vector_norm(layer.weight.grad) for layer in linears])
@@ -295,11 +302,28 @@ def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, 
             probe_rows.append(loop.step_probes.measure(model, x, y, lr, step, epoch))
         loop.optimizer.step()
         loop.scheduler.step()
-        loss_sum += loss_value * len(y)
         correct += (logits.argmax(1) == y).sum()
+    check_divergence(losses[n_steps - n_steps % DIVERGENCE_CHECK_EVERY:], loop.diverge_loss, epoch)
+    loss_sum = 0.0
+    for value, size in zip(losses.tolist(), sizes):  # summed in float64, step by step
+        loss_sum += value * size
     row = {"train_loss": loss_sum / n, "train_acc": correct.item() / n}
     row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate((grad_norm_sum / n_steps).tolist())})
     return row, probe_rows
+
+
+def check_divergence(losses: torch.Tensor, limit: float | None, epoch: int) -> None:
+    """Raise Diverged naming the first of these training losses that is inf, nan or above `limit`.
+
+    Checked every DIVERGENCE_CHECK_EVERY steps rather than at every step, because reading a loss
+    back waits for the GPU: a diverging run takes a few more (discarded) steps and ends the same way.
+    """
+    bad = ~torch.isfinite(losses)
+    if limit is not None:
+        bad |= losses > limit
+    if bad.any():
+        first = losses[bad.nonzero()[0, 0]].item()
+        raise Diverged(f"training loss is {first} at epoch {epoch}")
 
 
 def finish(job: Job, loop: Loop, results: dict[str, Any]) -> None:

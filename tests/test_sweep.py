@@ -208,7 +208,7 @@ def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path):
             "model.hidden=[256,256]", "trainer.batch_size=4", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(sweep_dir.glob("*/metrics.csv")):
+    while time.time() < deadline and not list(sweep_dir.glob("*/checkpoint.pt")):  # an epoch saved
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

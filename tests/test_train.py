@@ -98,7 +98,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(make_cfg, tmp_path, mo
     monkeypatch.setattr(train_module, "fit_epoch", interrupted)
     with pytest.raises(Interrupted) as stopped:
         train(cfg, tmp_path / "resumed")
-    assert stopped.value.epochs_done == 2 and stopped.value.saved
+    assert (stopped.value.epochs_done, stopped.value.epochs_saved, stopped.value.checkpointing) == (2, 2, True)
     assert len(read_metrics(tmp_path / "resumed")) == 2
     assert not (tmp_path / "resumed" / "results.json").exists()
     monkeypatch.setattr(train_module, "fit_epoch", real_epoch)
