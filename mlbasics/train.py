@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import time
 import traceback
@@ -33,7 +34,6 @@ from mlbasics.records import Status
 log = logging.getLogger(__name__)
 SYMMETRY_SAMPLE = 10_000  # training images on which the symmetry probe measures the loss
 EVAL_BATCH = 8192  # evaluation needs no gradients, so large batches only save Python overhead
-DIVERGENCE_CHECK_EVERY = 32  # training steps between two looks at their losses (see check_divergence)
 
 
 class Diverged(RuntimeError):
@@ -276,24 +276,21 @@ def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, 
     model.train()
     linears = linear_layers(model)
     device = data.train_x.device
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum, correct = 0.0, torch.zeros((), dtype=torch.long, device=device)
     grad_norm_sum = torch.zeros(len(linears), device=device)
     n, n_steps = len(data.train_y), steps_per_epoch(len(data.train_y), loop.batch_size)
-    losses, sizes = torch.empty(n_steps, device=device), []  # read back in bulk: no sync per step
     probe_rows = []
     bar = tqdm(batch_indices(n, loop.batch_size, loop.batch_gen, device), total=n_steps,
                desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
-    for i, idx in enumerate(bar):
-        step = (epoch - 1) * n_steps + i
+    for step, idx in enumerate(bar, start=(epoch - 1) * n_steps):
         x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if loop.hflip:
             x = flip_half(x, data.image_shape, loop.batch_gen)
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=loop.label_smoothing)
-        losses[i] = loss.detach()
-        sizes.append(len(y))
-        if (i + 1) % DIVERGENCE_CHECK_EVERY == 0:
-            check_divergence(losses[i + 1 - DIVERGENCE_CHECK_EVERY:i + 1], loop.diverge_loss, epoch)
+        loss_value = loss.item()  # the one sync per step: a diverging run stops at its first bad step
+        if not math.isfinite(loss_value) or (loop.diverge_loss is not None and loss_value > loop.diverge_loss):
+            raise Diverged(f"training loss is {loss_value} at epoch {epoch}")
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm_sum += torch.stack([torch.linalg.vector_norm(layer.weight.grad) for layer in linears])
@@ -302,28 +299,11 @@ def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, 
             probe_rows.append(loop.step_probes.measure(model, x, y, lr, step, epoch))
         loop.optimizer.step()
         loop.scheduler.step()
+        loss_sum += loss_value * len(y)
         correct += (logits.argmax(1) == y).sum()
-    check_divergence(losses[n_steps - n_steps % DIVERGENCE_CHECK_EVERY:], loop.diverge_loss, epoch)
-    loss_sum = 0.0
-    for value, size in zip(losses.tolist(), sizes):  # summed in float64, step by step
-        loss_sum += value * size
     row = {"train_loss": loss_sum / n, "train_acc": correct.item() / n}
     row.update({f"grad_norm_fc{i + 1}": g for i, g in enumerate((grad_norm_sum / n_steps).tolist())})
     return row, probe_rows
-
-
-def check_divergence(losses: torch.Tensor, limit: float | None, epoch: int) -> None:
-    """Raise Diverged naming the first of these training losses that is inf, nan or above `limit`.
-
-    Checked every DIVERGENCE_CHECK_EVERY steps rather than at every step, because reading a loss
-    back waits for the GPU: a diverging run takes a few more (discarded) steps and ends the same way.
-    """
-    bad = ~torch.isfinite(losses)
-    if limit is not None:
-        bad |= losses > limit
-    if bad.any():
-        first = losses[bad.nonzero()[0, 0]].item()
-        raise Diverged(f"training loss is {first} at epoch {epoch}")
 
 
 def finish(job: Job, loop: Loop, results: dict[str, Any]) -> None:
