@@ -54,10 +54,20 @@ def release_held_jobs() -> None:
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
 
 
-def uninterrupted(args: tuple[str, ...], tmp_path) -> None:
-    """The reference: the same run, locally and in one go, in tmp_path/whole."""
-    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
+# ~12 s of training in 800-step epochs: a requeue after epoch 2 lands before the end even after
+# SLURM's KillWait (5 s), which submitit waits out (it ignores the SIGTERM)
+LONG_JOB = ("dataset=synthetic", "trainer.epochs=10", "model.hidden=[512,512]", "trainer.batch_size=2",
+            "trainer.threads=1", "model.dropout=0.1")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: LONG_JOB run locally in one go; its folder."""
+    folder = tmp_path_factory.mktemp("whole")
+    if REACHABLE:
+        whole = run_cli(*LONG_JOB, f"hydra.run.dir={folder}", cwd=folder.parent)
+        assert whole.returncode == 0, whole.stderr
+    return folder
 
 
 def launch(args: tuple[str, ...], tmp_path, *extra: str) -> subprocess.Popen:
@@ -77,8 +87,8 @@ def wait_releasing_held_jobs(launcher: subprocess.Popen, tmp_path) -> None:
     assert launcher.returncode == 0, (tmp_path / "launcher.log").read_text()[-3000:]
 
 
-def assert_resumed_like_uninterrupted(job_dir, tmp_path) -> None:
-    results = assert_same_run(job_dir, tmp_path / "whole")
+def assert_resumed_like_uninterrupted(job_dir, reference) -> None:
+    results = assert_same_run(job_dir, reference)
     assert results["status"] == "completed"
     assert results["slurm_restarts"] >= 1  # SLURM really started it again
     assert "resuming from" in (job_dir / "run.log").read_text()
@@ -101,12 +111,8 @@ def test_sweep_runs_through_slurm_and_aggregates(tmp_path):
     assert "4 jobs: 4 completed" in proc.stdout + proc.stderr
 
 
-def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
-    # 800 steps an epoch: long enough to requeue it after its second epoch and before its last
-    args = ("dataset=synthetic", "trainer.epochs=5", "model.hidden=[512,512]", "trainer.batch_size=2",
-            "trainer.threads=1", "model.dropout=0.1")
-    uninterrupted(args, tmp_path)
-    launcher = launch(args, tmp_path)
+def test_requeued_job_resumes_to_the_same_metrics(tmp_path, uninterrupted):
+    launcher = launch(LONG_JOB, tmp_path)
     sweep = tmp_path / "sweep"
     deadline = time.time() + 300
     metrics = None
@@ -121,18 +127,20 @@ def test_requeued_job_resumes_to_the_same_metrics(tmp_path):
     requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
     wait_releasing_held_jobs(launcher, tmp_path)
-    assert_resumed_like_uninterrupted(metrics.parent, tmp_path)
+    assert_resumed_like_uninterrupted(metrics.parent, uninterrupted)
 
 
 def test_time_limit_requeues_through_submitit_and_resumes(tmp_path):
     """A job that outlives its time limit: USR2 arrives before the limit, submitit's checkpoint hook
     requeues it into the same folder, and it resumes from checkpoint.pt until it is done."""
+    # SLURM checks time limits only every few tens of seconds, so this job trains for longer
     args = ("dataset=synthetic", "trainer.epochs=20", "model.hidden=[512,512]", "trainer.batch_size=2",
             "trainer.threads=1", "optimizer.lr=0.01")
-    uninterrupted(args, tmp_path)
-    # the shortest limit SLURM knows (1 minute), with the warning 50 s before it: ~10 s per attempt
+    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    # the shortest limit SLURM knows (1 minute), with the warning 50 s before it
     launcher = launch(args, tmp_path, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
                       "hydra.launcher.max_num_timeout=30")
     wait_releasing_held_jobs(launcher, tmp_path)
     (job_dir,) = [p.parent for p in (tmp_path / "sweep").glob("*/results.json")]
-    assert_resumed_like_uninterrupted(job_dir, tmp_path)
+    assert_resumed_like_uninterrupted(job_dir, tmp_path / "whole")
