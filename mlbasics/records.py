@@ -118,9 +118,12 @@ def move_aside(folder: Path, names: tuple[str, ...] = RUN_FILES, label: str = "p
     if not present:
         return None
     target = folder / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
-    target.mkdir()
-    for path in present:
-        shutil.move(str(path), str(target / path.name))
+    try:
+        target.mkdir()
+        for path in present:
+            shutil.move(str(path), str(target / path.name))
+    except OSError as err:  # what was moved stays moved: nothing is lost either way
+        raise OutputError(f"could not move the earlier run's files in {folder} aside: {err.strerror or err}") from None
     return target
 
 

@@ -134,6 +134,24 @@ def test_unreadable_checkpoint_is_moved_aside_and_training_starts_over(make_cfg,
     assert_same_run(folder, tmp_path / "whole")  # trained from the start, not from a half-read state
 
 
+def test_any_bytes_in_checkpoint_pt_are_moved_aside_never_raised(tmp_path):
+    import random
+    rng = random.Random(7)
+    real = tmp_path / "real.pt"
+    checkpoint.save(real, {"model": {"w": torch.ones(3)}, "optimizer": {}, "scheduler": {}, "rng": {}, "state": {},
+                           "fingerprint": "x", "config": {}, "overrides": []})
+    saved = real.read_bytes()
+    for trial in range(60):
+        path = tmp_path / f"t{trial}" / "checkpoint.pt"
+        path.parent.mkdir()
+        cut = rng.randrange(len(saved))
+        path.write_bytes(rng.choice([rng.randbytes(rng.randrange(1, 3000)), saved[:cut],
+                                     saved[:cut] + rng.randbytes(50) + saved[cut + 50:]]))
+        loaded = checkpoint.load(path)  # never raises: a checkpoint, or None with the file moved aside
+        moved = list(path.parent.glob("checkpoint.pt.corrupt-*"))
+        assert (isinstance(loaded, dict), path.exists(), len(moved)) in {(True, True, 0), (False, False, 1)}
+
+
 def test_temporary_files_of_a_killed_write_are_removed(make_cfg, tmp_path):
     tmp_path.joinpath(".checkpoint.pt.999999999.tmp").write_bytes(b"x" * 1000)  # no such process
     tmp_path.joinpath(".notes.txt.999999999.tmp").write_bytes(b"mine")  # not a run file: kept
