@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mlbasics import checkpoint, optimizer as optim, probes, records
-from mlbasics.config import ConfigError, Device
+from mlbasics.config import ConfigError, Device, validate
 from mlbasics.data import Splits, batch_indices, flip_half, load_splits, steps_per_epoch
 from mlbasics.datafiles import DataUnavailable
 from mlbasics.model import build_mlp, count_parameters, linear_layers
@@ -208,6 +208,7 @@ class Outcome:
 def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
     """Data, model, optimizer and schedule on the run's device; continued from `saved` if given."""
     cfg, results = job.cfg, outcome.results
+    validate(cfg)  # a single run checked this before Hydra's output; a sweep's job records it as failed
     device = resolve_device(cfg.device)
     results["device"] = str(device)
     if cfg.trainer.threads:

@@ -52,6 +52,12 @@ def test_same_seed_same_metrics(make_cfg, tmp_path):
     assert a != c
 
 
+def test_value_out_of_range_is_a_failed_job_not_a_run(make_cfg, tmp_path):
+    results = train(make_cfg(*SMALL, "optimizer.lr=-1"), tmp_path)
+    assert results["status"] == "failed" and results["error"] == "optimizer.lr=-1.0 is not allowed: must be > 0"
+    assert results["epochs_completed"] == 0 and not (tmp_path / "metrics.csv").exists()
+
+
 def test_huge_lr_diverges(make_cfg, tmp_path):
     results = train(make_cfg(*SMALL, "optimizer.lr=1e6", "model.batchnorm=false"), tmp_path)
     assert results["status"] == "diverged"
