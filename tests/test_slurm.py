@@ -111,18 +111,21 @@ def test_sweep_runs_through_slurm_and_aggregates(tmp_path):
     assert "4 jobs: 4 completed" in proc.stdout + proc.stderr
 
 
+def wait_for_epochs(sweep, epochs: int):
+    """metrics.csv of the sweep's one job once it holds `epochs` epochs (the run not finished)."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = list(sweep.glob("*/metrics.csv"))
+        if found and len(found[0].read_text().splitlines()) >= epochs + 1:  # header + epochs
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError("the job never got going")
+
+
 def test_requeued_job_resumes_to_the_same_metrics(tmp_path, uninterrupted):
     launcher = launch(LONG_JOB, tmp_path)
     sweep = tmp_path / "sweep"
-    deadline = time.time() + 300
-    metrics = None
-    while time.time() < deadline:
-        found = list(sweep.glob("*/metrics.csv"))
-        if found and len(found[0].read_text().splitlines()) >= 3:  # header + 2 epochs, run not finished
-            metrics = found[0]
-            break
-        time.sleep(0.05)
-    assert metrics is not None, "the job never got going"
+    metrics = wait_for_epochs(sweep, 2)
     (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
@@ -130,17 +133,19 @@ def test_requeued_job_resumes_to_the_same_metrics(tmp_path, uninterrupted):
     assert_resumed_like_uninterrupted(metrics.parent, uninterrupted)
 
 
-def test_time_limit_requeues_through_submitit_and_resumes(tmp_path):
-    """A job that outlives its time limit: USR2 arrives before the limit, submitit's checkpoint hook
-    requeues it into the same folder, and it resumes from checkpoint.pt until it is done."""
-    # SLURM checks time limits only every few tens of seconds, so this job trains for longer
-    args = ("dataset=synthetic", "trainer.epochs=20", "model.hidden=[512,512]", "trainer.batch_size=2",
-            "trainer.threads=1", "optimizer.lr=0.01")
-    whole = run_cli(*args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
-    # the shortest limit SLURM knows (1 minute), with the warning 50 s before it
-    launcher = launch(args, tmp_path, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
-                      "hydra.launcher.max_num_timeout=30")
+def test_time_limit_warning_requeues_through_submitit_and_resumes(tmp_path, uninterrupted):
+    """The signal SLURM sends ahead of a job's time limit (USR2, `signal_delay_s` before it): submitit's
+    checkpoint hook requeues the job into the same folder, and it resumes from checkpoint.pt.
+
+    The test sends USR2 itself after two epochs: SLURM may deliver a time-limit warning up to a minute
+    early, so with the shortest limit it can arrive before submitit has set up its handler."""
+    launcher = launch(LONG_JOB, tmp_path)
+    sweep = tmp_path / "sweep"
+    metrics = wait_for_epochs(sweep, 2)
+    (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    script = (sweep / ".submitit" / job_id / f"{job_id}_submission.sh").read_text()
+    assert "#SBATCH --signal=USR2@60" in script  # the profile's signal_delay_s reaches sbatch
+    warn = subprocess.run(["scancel", "--signal=USR2", job_id], capture_output=True, text=True)
+    assert warn.returncode == 0, warn.stderr
     wait_releasing_held_jobs(launcher, tmp_path)
-    (job_dir,) = [p.parent for p in (tmp_path / "sweep").glob("*/results.json")]
-    assert_resumed_like_uninterrupted(job_dir, tmp_path / "whole")
+    assert_resumed_like_uninterrupted(metrics.parent, uninterrupted)
