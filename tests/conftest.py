@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -102,3 +103,20 @@ def assert_same_run(folder: Path, reference: Path) -> dict:
     for key in FINAL_METRICS:
         assert results[key] == expected[key], key
     return results
+
+
+METRICS_HEADER = "epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds,grad_norm_fc1,grad_norm_fc2\n"
+
+
+def make_job(sweep, name, overrides, test_acc=0.8, status="completed", config=None):
+    """A job folder as a run leaves it: .hydra/, results.json, metrics.csv (two epochs)."""
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config or {"model": {"hidden": [8, 4]}}))
+    results = {"status": status, "error": None if status == "completed" else "boom", "test_acc": test_acc,
+               "val_acc": test_acc, "train_acc": test_acc, "epochs_completed": 2}
+    (job / "results.json").write_text(json.dumps(results))
+    (job / "metrics.csv").write_text(METRICS_HEADER + "1,1.0,0.5,0.9,0.7,0.1,0.5,2.0,1.0\n"
+                                     "2,0.8,0.6,0.7,0.85,0.1,0.5,1.0,4.0\n")
+    return job
