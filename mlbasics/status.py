@@ -82,9 +82,10 @@ def job_state(job: Path, root: Path, queue: dict[str, str] | None, now: float) -
     queued = queue.get(job_id) if queue is not None and job_id else None
     slurm = f"{job_id} {queued or ('gone' if queue is not None else '?')}" if job_id else ""
     status = results.get("status")
-    if status in ENDED:
+    if status in ENDED:  # its SLURM job has ended too, unless SLURM is still tidying up
         error = str(results.get("error") or "").splitlines()
-        return JobState(name, status, error[0][:160] if error and status != Status.completed.value else "", slurm)
+        detail = error[0][:160] if error and status != Status.completed.value else ""
+        return JobState(name, status, detail, f"{job_id} {queued}" if queued else job_id or "")
     done = len(epochs) if epochs is not None else 0
     progress = f"epoch {done}/{(config.get('trainer') or {}).get('epochs', '?')}"
     if queued == "PENDING":
