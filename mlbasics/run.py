@@ -57,23 +57,9 @@ def main(cfg: DictConfig) -> None:
             validate(cfg)
         except ConfigError as err:
             stop(str(err), EXIT_USAGE)
-    try:
-        results = train(cfg, out_dir, overrides=overrides)
-    except FolderHoldsAnotherRun as refusal:
-        if single_run:  # Hydra has already written this invocation's config into .hydra/: put the run's back
-            earlier = refusal.earlier
-            if isinstance(earlier.get("config"), dict):
-                records.write_hydra_record(out_dir / ".hydra", earlier["config"], earlier.get("overrides", []))
-            stop(str(refusal), EXIT_USAGE)
-        results = set_aside_refused(Job.of(cfg, out_dir, overrides), refusal)
-    except records.OutputError as err:
-        if single_run:
-            stop(f"run failed: {err}; earlier files in {out_dir} are as they were", EXIT_FAILED)
-        log.error("job %s: %s (its results could not be recorded)", hydra_cfg.job.num, err)
+    results = run_job(cfg, out_dir, overrides, single_run)
+    if results is None:
         return
-    except Interrupted as stopped:
-        stop(interrupted_message(stopped, out_dir, None if single_run else Path(hydra_cfg.sweep.dir)),
-             EXIT_INTERRUPTED)
     if not single_run:
         level = logging.INFO if results["status"] == records.Status.completed else logging.ERROR
         log.log(level, "job %s: %s%s", hydra_cfg.job.num, results["status"],
@@ -83,6 +69,32 @@ def main(cfg: DictConfig) -> None:
         stop(f"run {results['status']}: {results['error']} (see {out_dir})", EXIT_FAILED)
     print(f"train_acc {results['train_acc']:.4f}  val_acc {results['val_acc']:.4f}  "
           f"test_acc {results['test_acc']:.4f}  ({results['wall_seconds']:.1f}s, {results['device']}) -> {out_dir}")
+
+
+def run_job(cfg: DictConfig, out_dir: Path, overrides: list[str], single_run: bool) -> dict | None:
+    """train(), with each way it can stop turned into one line and an exit status (a single run) or a
+    logged job outcome (a sweep goes on); None where a sweep's job could record nothing."""
+    job_num = None if single_run else HydraConfig.get().job.num  # a single run has none
+    try:
+        return train(cfg, out_dir, overrides=overrides)
+    except FolderHoldsAnotherRun as refusal:
+        if single_run:  # Hydra has already written this invocation's config into .hydra/: put the run's back
+            earlier = refusal.earlier
+            if isinstance(earlier.get("config"), dict):
+                records.write_hydra_record(out_dir / ".hydra", earlier["config"], earlier.get("overrides", []))
+            stop(str(refusal), EXIT_USAGE)
+        try:
+            return set_aside_refused(Job.of(cfg, out_dir, overrides), refusal)
+        except records.OutputError as err:
+            log.error("job %s: %s (its refusal could not be recorded)", job_num, err)
+    except records.OutputError as err:
+        if single_run:
+            stop(f"run failed: {err}; earlier files in {out_dir} are as they were", EXIT_FAILED)
+        log.error("job %s: %s (its results could not be recorded)", job_num, err)
+    except Interrupted as stopped:
+        sweep_dir = None if single_run else Path(HydraConfig.get().sweep.dir)
+        stop(interrupted_message(stopped, out_dir, sweep_dir), EXIT_INTERRUPTED)
+    return None
 
 
 def interrupted_message(stopped: Interrupted, out_dir: Path, sweep_dir: Path | None) -> str:

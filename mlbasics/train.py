@@ -52,8 +52,10 @@ class Interrupted(Exception):
 class FolderHoldsAnotherRun(ConfigError):
     """The folder's results or checkpoint were made by a different config; `earlier` is their record."""
 
-    def __init__(self, message: str, earlier: dict[str, Any]) -> None:
-        super().__init__(message)
+    def __init__(self, folder: Path, changes: list[str], earlier: dict[str, Any]) -> None:
+        self.what = f"{folder} holds a run of another config ({'; '.join(changes)})"
+        super().__init__(f"{self.what}; nothing there was changed. Use another folder, or add "
+                         f"trainer.start_over=true to move its files aside and train this config there")
         self.earlier = earlier
 
 
@@ -141,10 +143,7 @@ def claim_folder(job: Job) -> tuple[dict[str, Any] | None, dict[str, Any] | None
                 changes = records.config_differences(records.fingerprint(earlier["config"])[1], job.relevant)
             else:
                 changes = ["it records no config (made by an older version of mlbasics)"]
-            raise FolderHoldsAnotherRun(
-                f"{job.out_dir} holds a run of another config ({'; '.join(changes)}); nothing there was "
-                f"changed. Use another folder, or add trainer.start_over=true to move its files aside "
-                f"and train this config there", earlier)
+            raise FolderHoldsAnotherRun(job.out_dir, changes, earlier)
     return results, saved
 
 
@@ -154,8 +153,8 @@ def set_aside_refused(job: Job, refusal: FolderHoldsAnotherRun) -> dict[str, Any
     earlier = refusal.earlier
     if moved is not None and isinstance(earlier.get("config"), dict):
         records.write_hydra_record(moved, earlier["config"], earlier.get("overrides", []))
-    error = str(refusal).split("; nothing there was changed")[0] + (
-        f"; its files are now in {moved.name}/. Run the sweep again to train this config here" if moved else "")
+    error = refusal.what + (f"; its files are now in {moved.name}/. Run the sweep again to train this config "
+                            f"here" if moved else "")
     results = {"status": Status.failed.value, "error": error, "seed": job.cfg.seed, "overrides": job.overrides,
                "fingerprint": job.fingerprint, "config": job.config}
     records.write_results(job.out_dir / records.RESULTS_FILE, results)
