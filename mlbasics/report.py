@@ -43,11 +43,8 @@ def find_jobs(folder: Path) -> list[Path]:
 
 def flatten(tree: dict) -> dict[str, object]:
     """{"model": {"hidden": [1, 2]}} -> {"model.hidden": "[1,2]"}: lists as compact text, like overrides."""
-    if not tree:
-        return {}
-    flat = pd.json_normalize(tree, sep=".").iloc[0].to_dict()
     return {key: json.dumps(value, separators=(",", ":"), default=str) if isinstance(value, list) else value
-            for key, value in flat.items()}
+            for key, value in records.flatten(tree).items()}
 
 
 class Malformed(ValueError):
@@ -68,6 +65,12 @@ def read_yaml(path: Path, kind: type):
     if not isinstance(value, kind):
         raise Malformed(f"unreadable {path.name}: holds a {type(value).__name__}, not a {kind.__name__}")
     return value
+
+
+def read_config(job: Path) -> dict:
+    """The job's .hydra/config.yaml ({} where Hydra wrote none)."""
+    path = job / ".hydra" / "config.yaml"
+    return read_yaml(path, dict) if path.exists() else {}
 
 
 def read_overrides(job: Path) -> dict[str, object]:
@@ -110,8 +113,7 @@ def read_job(job: Path, root: Path) -> dict[str, object]:
             problems.append(str(err))
             return empty
 
-    config_file = job / ".hydra" / "config.yaml"
-    config = attempt(lambda: read_yaml(config_file, dict) if config_file.exists() else {}, {})
+    config = attempt(lambda: read_config(job), {})
     overrides = attempt(lambda: read_overrides(job), {})
     results = attempt(lambda: read_results(job), {})
     features = attempt(lambda: {**curve_features(job / records.METRICS_FILE),

@@ -74,7 +74,7 @@ def job_state(job: Path, root: Path, queue: dict[str, str] | None, now: float) -
     name = report.display_name(job.relative_to(root)) if job != root else "."
     try:
         results = report.read_results(job)
-        config = report.read_yaml(job / ".hydra" / "config.yaml", dict)
+        config = report.read_config(job)
         epochs = report.read_table(job / records.METRICS_FILE, ("epoch",))
     except report.Malformed as err:
         return JobState(name, Status.incomplete.value, str(err))

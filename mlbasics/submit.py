@@ -29,7 +29,7 @@ EXCLUDED_NAMES = [
     (("*.log", "*.out", "*.err"), "a log"),
     (("*.pt", "*.pth", "*.ckpt", "*.safetensors", "*.npy", "*.npz", "*.h5", "*.pkl", "*.pickle", "*.bin",
       "*-ubyte", "*.gz", "*.zip", "*.tar", "*.csv", "*.parquet"), "weights or data"),
-    (("*.pyc", "*.pyo", "*.egg-info"), "a build artefact"),
+    (("*.pyc", "*.pyo"), "a build artefact"),
 ]
 MAX_FILE_BYTES = 1024 * 1024  # the largest file the project ships is a few tens of KiB
 NAME = re.compile(r"[^\W\d_]+(?:[ '\-][^\W\d_]+)*")  # letters, single spaces, hyphens, apostrophes

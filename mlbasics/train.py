@@ -136,6 +136,8 @@ def claim_folder(job: Job) -> tuple[dict[str, Any] | None, dict[str, Any] | None
             log.info("trainer.start_over: moved the earlier run's files to %s", moved)
         return None, None
     results = records.read_results(job.out_dir / records.RESULTS_FILE)
+    if results and results.get("status") == Status.completed and results.get("fingerprint") == job.fingerprint:
+        return results, None  # done: its checkpoint is not needed (and not read)
     saved = checkpoint.load(job.out_dir / records.CHECKPOINT_FILE)
     for earlier in (saved, results):
         if earlier is not None and earlier.get("fingerprint") != job.fingerprint:
@@ -196,7 +198,7 @@ class Outcome:
                             best_val_acc=state.best_val_acc if state.rows else None,
                             best_epoch=state.best_epoch if state.rows else None,
                             epochs_completed=state.epochs_done,
-                            wall_seconds=state.seconds_before + time.perf_counter() - self.started)
+                            wall_seconds=self.seconds_so_far())
         records.write_results(self.job.out_dir / records.RESULTS_FILE, self.results)  # may raise OutputError
         return True
 
