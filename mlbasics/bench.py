@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -56,7 +57,13 @@ def time_epochs(pipelines: dict[str, Callable[[int], object]], epochs: int) -> d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if "--sweep" in argv:  # the other benchmark: a sweep, basic launcher against packed (mlbasics.sweep_bench)
+        from mlbasics import sweep_bench
+
+        return sweep_bench.main([a for a in argv if a != "--sweep"])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="--sweep OVERRIDES: time a sweep with the basic and the packed launcher")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per pipeline (after one warm-up)")
     parser.add_argument("--root", default=default_data_root(), help="folder holding FashionMNIST/raw")
     args = parser.parse_args(argv)

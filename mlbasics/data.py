@@ -100,7 +100,8 @@ def normaliser(train_x: torch.Tensor):
         std = float(((counts * (levels - mean) ** 2).sum() / (counts.sum() - 1)).sqrt())
     else:
         mean, std = float(train_x.double().mean()), float(train_x.double().std())
-    return lambda x: x.reshape(len(x), -1).to(torch.float32, copy=True).sub_(mean).div_(std)
+    # torch's default dtype: float32, unless a caller asks for float64 (the packed-equivalence test does)
+    return lambda x: x.reshape(len(x), -1).to(torch.get_default_dtype(), copy=True).sub_(mean).div_(std)
 
 
 def batch_starts(n: int, batch_size: int) -> list[int]:

@@ -93,16 +93,15 @@ def run_job(cfg: DictConfig, out_dir: Path, overrides: list[str], single_run: bo
         log.error("job %s: %s (its results could not be recorded)", job_num, err)
     except Interrupted as stopped:
         sweep_dir = None if single_run else Path(HydraConfig.get().sweep.dir)
-        stop(interrupted_message(stopped, out_dir, sweep_dir), EXIT_INTERRUPTED)
+        stop(interrupted_message(stopped, str(out_dir / records.CHECKPOINT_FILE), sweep_dir), EXIT_INTERRUPTED)
     return None
 
 
-def interrupted_message(stopped: Interrupted, out_dir: Path, sweep_dir: Path | None) -> str:
+def interrupted_message(stopped: Interrupted, checkpoints: str, sweep_dir: Path | None) -> str:
     done, saved = stopped.epochs_done, stopped.epochs_saved
     if saved:
         held = "" if saved == done else f" (checkpoint.pt holds {saved})"
-        where = (f"interrupted after epoch {done}{held}; the same command resumes from "
-                 f"{out_dir / records.CHECKPOINT_FILE}")
+        where = f"interrupted after epoch {done}{held}; the same command resumes from {checkpoints}"
     elif done and not stopped.checkpointing:
         where = f"interrupted after epoch {done} (trainer.checkpoint=false: nothing saved to resume from)"
     else:

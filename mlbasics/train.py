@@ -185,6 +185,11 @@ class Outcome:
             raise Interrupted(self.state.epochs_done, self.epochs_saved, bool(self.job.cfg.trainer.checkpoint)) from None
         if kind is not None and not issubclass(kind, Exception):
             return False
+        self.end(err)
+        return True
+
+    def end(self, err: BaseException | None) -> None:
+        """Record the run as completed (err None), diverged or failed; inside `except`, with its traceback."""
         status, error = Status.completed, None
         if isinstance(err, Diverged):
             status, error = Status.diverged, str(err)
@@ -200,7 +205,6 @@ class Outcome:
                             epochs_completed=state.epochs_done,
                             wall_seconds=self.seconds_so_far())
         records.write_results(self.job.out_dir / records.RESULTS_FILE, self.results)  # may raise OutputError
-        return True
 
     def seconds_so_far(self) -> float:
         return self.state.seconds_before + time.perf_counter() - self.started
@@ -208,18 +212,39 @@ class Outcome:
 
 def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
     """Data, model, optimizer and schedule on the run's device; continued from `saved` if given."""
-    cfg, results = job.cfg, outcome.results
-    validate(cfg)  # a single run checked this before Hydra's output; a sweep's job records it as failed
-    device = resolve_device(cfg.device)
-    results["device"] = str(device)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    torch.manual_seed(cfg.seed)
-    data = load_splits(cfg.dataset, device)
-    if cfg.dataset.hflip and data.image_shape is None:
+    device = check_and_place(job, outcome)
+    if job.cfg.trainer.threads:
+        torch.set_num_threads(job.cfg.trainer.threads)
+    data = load_data(job, device)
+    model = init_model(job, outcome, data)
+    return make_loop(job, outcome, model, data, saved)
+
+
+def check_and_place(job: Job, outcome: Outcome) -> torch.device:
+    validate(job.cfg)  # a single run checked this before Hydra's output; a sweep's job records it as failed
+    device = resolve_device(job.cfg.device)
+    outcome.results["device"] = str(device)
+    return device
+
+
+def load_data(job: Job, device: torch.device) -> Splits:
+    data = load_splits(job.cfg.dataset, device)
+    if job.cfg.dataset.hflip and data.image_shape is None:
         raise ConfigError("dataset.hflip=true is not allowed here: the synthetic set has no images to mirror")
-    model = build_mlp(cfg.model, data.n_features, data.n_classes).to(device)
-    results["n_params"] = count_parameters(model)
+    return data
+
+
+def init_model(job: Job, outcome: Outcome, data: Splits) -> nn.Sequential:
+    """The model as the run's seed initialises it (a packed member gets the very same weights)."""
+    torch.manual_seed(job.cfg.seed)
+    model = build_mlp(job.cfg.model, data.n_features, data.n_classes).to(data.train_x.device)
+    outcome.results["n_params"] = count_parameters(model)
+    return model
+
+
+def make_loop(job: Job, outcome: Outcome, model: nn.Module, data: Splits, saved: dict[str, Any] | None) -> Loop:
+    """Optimizer and schedule over `model`'s parameters, and the batch order; continued from `saved` if given."""
+    cfg, results = job.cfg, outcome.results
     lr, derived = optim.peak_lr(cfg.optimizer, data.train_x)
     results.update(derived, lr_effective=lr)
     total_steps = cfg.trainer.epochs * steps_per_epoch(len(data.train_y), cfg.trainer.batch_size)
@@ -242,9 +267,15 @@ def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
 
 def fit_and_save(job: Job, loop: Loop, outcome: Outcome, epoch: int) -> None:
     """One epoch, its validation, its row in metrics.csv and its checkpoint."""
-    cfg, state, out_dir = job.cfg, outcome.state, job.out_dir
     epoch_start = time.perf_counter()
     running, probe_rows = fit_epoch(loop, epoch)
+    close_epoch(job, loop, outcome, epoch, running, probe_rows, epoch_start)
+
+
+def close_epoch(job: Job, loop: Loop, outcome: Outcome, epoch: int, running: dict[str, float],
+                probe_rows: list[dict[str, float]], epoch_start: float) -> None:
+    """After an epoch's training: validation, its row in metrics.csv, the log line and the checkpoint."""
+    cfg, state, out_dir = job.cfg, outcome.state, job.out_dir
     val_loss, val_acc = evaluate(loop.model, loop.data.val_x, loop.data.val_y)
     row = {"epoch": epoch, "train_loss": running.pop("train_loss"), "train_acc": running.pop("train_acc"),
            "val_loss": val_loss, "val_acc": val_acc, "lr": loop.optimizer.param_groups[0]["lr"],
@@ -261,7 +292,9 @@ def fit_and_save(job: Job, loop: Loop, outcome: Outcome, epoch: int) -> None:
     if cfg.trainer.checkpoint:
         saved_state = dataclasses.replace(state, seconds_before=outcome.seconds_so_far())
         checkpoint.save(out_dir / records.CHECKPOINT_FILE, {
-            "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+            # cloned: a packed member's tensors are views into the pack's, and torch.save would write all of it
+            "model": {key: value.clone() for key, value in loop.model.state_dict().items()},
+            "optimizer": loop.optimizer.state_dict(),
             "scheduler": loop.scheduler.state_dict(), "rng": checkpoint.rng_state(loop.batch_gen),
             "state": dataclasses.asdict(saved_state), "fingerprint": job.fingerprint, "config": job.config,
             "overrides": job.overrides})

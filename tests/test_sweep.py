@@ -137,6 +137,37 @@ def test_joblib_launcher_gives_the_same_table(sweep, tmp_path):
     pd.testing.assert_frame_equal(joblib, basic)
 
 
+def test_packed_launcher_gives_the_same_table(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    packed = tmp_path / "packed"
+    proc = run_sweep(packed, "hydra/launcher=packed")
+    log = proc.stdout + proc.stderr
+    assert "Launching 8 jobs: 8 in 2 packs, 0 alone (max_pack=16)" in log
+    columns = ["job", "status", "test_acc", "val_acc", "train_loss", "error"]
+    basic = pd.read_csv(sweep_dir / "summary.csv")[columns]
+    pd.testing.assert_frame_equal(pd.read_csv(packed / "summary.csv")[columns], basic, rtol=1e-6)
+    for results in packed.glob("*/results.json"):
+        assert json.loads(results.read_text())["packed_with"]["size"] == 4
+        assert (results.parent / ".hydra" / "overrides.yaml").exists() and (results.parent / "run.log").exists()
+
+
+def test_packed_launcher_runs_what_it_cannot_pack_alone_and_says_why(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "dataset=synthetic", "trainer.epochs=1", "model.hidden=[16]", "trainer.threads=1",
+                   "probe.landscape.every=0,20", "hydra/launcher=packed", "hydra.launcher.max_pack=3",
+                   f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "(alone: probe.landscape.every / probe.ics.every measure one model" in log
+    assert "(alone: no other job of the sweep shares its shapes and step sequence)" in log
+    assert (pd.read_csv(sweep_dir / "summary.csv")["status"] == "completed").all()
+    bad = run_cli("-m", "dataset=synthetic", "seed=0,1", "hydra/launcher=packed", "hydra.launcher.max_pack=0",
+                  f"hydra.sweep.dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("mlbasics: hydra.launcher.max_pack=0 is not allowed: "
+                                  "must be an integer >= 1")
+
+
 def test_sweep_folders_never_collide(tmp_path):
     import subprocess
     import sys
@@ -197,7 +228,8 @@ def test_sweep_goes_on_when_a_job_cannot_write_its_checkpoint(tmp_path):
     assert not list(sweep_dir.rglob(".*.tmp"))
 
 
-def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "packed"])
+def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path, launcher):
     import signal
     import subprocess
     import sys
@@ -205,7 +237,8 @@ def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path):
 
     sweep_dir = tmp_path / "sweep"
     args = [sys.executable, "-m", "mlbasics.run", "-m", "dataset=synthetic", "trainer.epochs=50", "trainer.threads=1",
-            "model.hidden=[256,256]", "trainer.batch_size=4", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
+            "model.hidden=[256,256]", "trainer.batch_size=4", "seed=0,1", f"hydra.sweep.dir={sweep_dir}",
+            f"hydra/launcher={launcher}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(sweep_dir.glob("*/checkpoint.pt")):  # an epoch saved
@@ -219,4 +252,5 @@ def test_ctrl_c_stops_a_sweep_in_one_line_and_the_report_still_works(tmp_path):
     assert "Traceback" not in out + err
     tables = run_cli(str(sweep_dir), module="mlbasics.report", cwd=tmp_path)
     assert tables.returncode == 0, tables.stderr
-    assert "1 jobs: 0 completed, 0 diverged, 0 failed, 1 incomplete" in tables.stdout
+    jobs = 1 if launcher == "basic" else 2  # a pack had started both of its members
+    assert f"{jobs} jobs: 0 completed, 0 diverged, 0 failed, {jobs} incomplete" in tables.stdout
