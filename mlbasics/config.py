@@ -102,7 +102,7 @@ class TrainerConfig:
     batch_size: int = 256
     # Training targets (1 - s) one-hot + s uniform; reported losses are always plain cross-entropy.
     label_smoothing: float = 0.1
-    # torch intra-op threads; None = all cores (a parallel launcher divides them between jobs).
+    # torch intra-op threads; None = the cores no other process keeps busy (a parallel launcher divides them).
     threads: Optional[int] = None
     # Write checkpoint.pt after every epoch so a stopped run resumes where it left off.
     checkpoint: bool = True

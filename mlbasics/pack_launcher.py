@@ -21,6 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mlbasics import records
+from mlbasics.cores import free_cores
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ def plan(tasks: Sequence[dict[str, Any]], max_pack: int) -> tuple[list[list[int]
     return packs, alone
 
 
-def pack_threads(tasks: Sequence[dict[str, Any]]) -> int | None:
-    """The cores K jobs would have had between them, as far as this process may use cores."""
+def pack_threads(tasks: Sequence[dict[str, Any]]) -> int:
+    """The cores K jobs asked for between them, as far as this process may use cores; else the free cores."""
     asked = [task["trainer"]["threads"] for task in tasks]
     if any(t is None for t in asked):
-        return None
+        return free_cores()
     return max(1, min(sum(asked), len(os.sched_getaffinity(0))))
 
 
@@ -148,9 +149,8 @@ def run_pack(context, task_function, sweep_configs: list[DictConfig], tasks: lis
             jobs.append((ret.cfg, out_dir, list(ret.overrides)))
     finally:
         HydraConfig.instance().cfg = original
-    threads, before = pack_threads(tasks), torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(pack_threads(tasks))
     try:
         results = train_pack(jobs, pack_id)
     except Interrupted as stopped:

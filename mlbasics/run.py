@@ -20,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from mlbasics import records
 from mlbasics.config import PROJECT_DIR, ConfigError, register, validate
+from mlbasics.cores import free_cores
 from mlbasics.train import FolderHoldsAnotherRun, Interrupted, Job, set_aside_refused, train
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,15 @@ register()
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def threads_per_job(launcher: DictConfig) -> int | None:
-    """Divide the cores between the jobs a launcher runs side by side (None: leave torch's default)."""
+def threads_per_job(launcher: DictConfig) -> int:
+    """Divide the cores between the jobs a launcher runs side by side; one job alone gets the free cores."""
     cores = len(os.sched_getaffinity(0))
     if "n_jobs" in launcher:  # joblib's convention: -1 = one job per core, -2 = all cores but one, ...
         n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores + 1 + launcher.n_jobs)
         return max(1, cores // n_jobs)
     if launcher.get("cpus_per_task"):  # submitit: each job owns the CPUs it asked SLURM for
         return int(launcher.cpus_per_task)
-    return None
+    return free_cores()
 
 
 def stop(message: str, code: int) -> None:

@@ -212,9 +212,9 @@ class Outcome:
 
 def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
     """Data, model, optimizer and schedule on the run's device; continued from `saved` if given."""
-    device = check_and_place(job, outcome)
     if job.cfg.trainer.threads:
         torch.set_num_threads(job.cfg.trainer.threads)
+    device = check_and_place(job, outcome)
     data = load_data(job, device)
     model = init_model(job, outcome, data)
     return make_loop(job, outcome, model, data, saved)
@@ -223,7 +223,7 @@ def setup(job: Job, outcome: Outcome, saved: dict[str, Any] | None) -> Loop:
 def check_and_place(job: Job, outcome: Outcome) -> torch.device:
     validate(job.cfg)  # a single run checked this before Hydra's output; a sweep's job records it as failed
     device = resolve_device(job.cfg.device)
-    outcome.results["device"] = str(device)
+    outcome.results.update(device=str(device), threads=torch.get_num_threads())
     return device
 
 
