@@ -26,7 +26,7 @@ from mlbasics import records
 from mlbasics.config import ConfigError
 from mlbasics.data import Splits, batch_indices, flip_half, steps_per_epoch
 from mlbasics.records import Status
-from mlbasics.stacked import MemberRandomness, StackedMLP
+from mlbasics.stacked import MemberRandomness, StackedMLP, StackedSGD
 from mlbasics.train import (Diverged, FolderHoldsAnotherRun, Interrupted, Job, Loop, Outcome, check_and_place,
                             claim_folder, close_epoch, finish, init_model, load_data, make_loop, set_aside_refused)
 
@@ -96,16 +96,18 @@ def train_pack(jobs: Sequence[tuple[Any, Path, list[str]]], pack_id: str) -> lis
         member_log = open_log(job.out_dir)
         try:
             earlier, saved = claim_folder(job)
+            if isinstance(earlier, dict) and earlier.get("status") == Status.completed:
+                log.info("%s already completed; nothing to do", job.out_dir.name)
+                results[i] = earlier
+            else:
+                members[i] = Member(job, Outcome(job), saved, member_log)
+                continue
         except FolderHoldsAnotherRun as refusal:
-            results[i] = set_aside_refused(job, refusal)
-            member_log.close()
-            continue
-        if earlier and earlier.get("status") == Status.completed:
-            log.info("%s already completed; nothing to do", job.out_dir.name)
-            results[i] = earlier
-            member_log.close()
-            continue
-        members[i] = Member(job, Outcome(job), saved, member_log)
+            results[i] = refused(job, refusal)
+        except records.OutputError as err:  # its folder cannot be written: it cannot train, the others can
+            log.error("%s: %s", job.out_dir.name, err)
+            results[i] = {"status": Status.failed.value, "error": str(err)}
+        member_log.close()
     try:
         # members resumed from different epochs train in separate stacks, each with one step sequence
         by_start: dict[int, list[int]] = {}
@@ -121,6 +123,15 @@ def train_pack(jobs: Sequence[tuple[Any, Path, list[str]]], pack_id: str) -> lis
     return results
 
 
+def refused(job: Job, refusal: FolderHoldsAnotherRun) -> dict[str, Any]:
+    """As in a basic sweep: the other config's files set aside, this job recorded as failed."""
+    try:
+        return set_aside_refused(job, refusal)
+    except records.OutputError as err:
+        log.error("%s: %s (its refusal could not be recorded)", job.out_dir.name, err)
+        return {"status": Status.failed.value, "error": refusal.what}
+
+
 def train_stack(members: list[Member], pack_id: str) -> None:
     """Set the members up as one stacked model and train them to the end (or to their own ends)."""
     for member in members:
@@ -131,11 +142,11 @@ def train_stack(members: list[Member], pack_id: str) -> None:
     if data is None:
         return
     try:
-        stack, rng = stack_members(members, data)
+        stack, sgd, rng = stack_members(members, data)
         cfg = members[0].job.cfg
         for epoch in range(members[0].outcome.state.epochs_done + 1, cfg.trainer.epochs + 1):
             epoch_start = time.perf_counter()
-            rows = fit_stack_epoch(stack, members, epoch)
+            rows = fit_stack_epoch(stack, sgd, members, epoch)
             for k, member in enumerate(members):
                 if member.active:
                     with rng.of(k), member.logging():  # the checkpoint holds the member's own generator state
@@ -187,7 +198,7 @@ def place_members(members: list[Member]) -> Splits | None:
         return None
 
 
-def stack_members(members: list[Member], data: Splits) -> tuple[StackedMLP, MemberRandomness]:
+def stack_members(members: list[Member], data: Splits) -> tuple[StackedMLP, StackedSGD, MemberRandomness]:
     """Each member's model initialised by its own seed, stacked, then its optimizer and saved state."""
     rng = MemberRandomness(data.train_x.device)
     models = []
@@ -199,10 +210,10 @@ def stack_members(members: list[Member], data: Splits) -> tuple[StackedMLP, Memb
         with rng.of(k), member.logging():
             member.loop = make_loop(member.job, member.outcome, models[k], data, member.saved)
             member.saved = None  # loaded; not kept in memory for the whole run
-    return stack, rng
+    return stack, StackedSGD(stack, [m.loop.optimizer for m in members]), rng
 
 
-def fit_stack_epoch(stack: StackedMLP, members: list[Member], epoch: int) -> list[dict[str, float]]:
+def fit_stack_epoch(stack: StackedMLP, sgd: StackedSGD, members: list[Member], epoch: int) -> list[dict[str, float]]:
     """One pass of every member over the training split, as train.fit_epoch makes it for one."""
     loops = [m.loop for m in members]
     data, batch_size = loops[0].data, loops[0].batch_size
@@ -216,12 +227,13 @@ def fit_stack_epoch(stack: StackedMLP, members: list[Member], epoch: int) -> lis
     for _ in tqdm(range(n_steps), desc=f"epoch {epoch} (pack of {len(members)})", leave=False,
                   disable=not sys.stderr.isatty()):
         idx = torch.stack([next(order) for order in orders])
-        x, y = data.train_x[idx], data.train_y[idx]
+        x = data.train_x.index_select(0, idx.flatten()).view(*idx.shape, -1)
+        y = data.train_y.index_select(0, idx.flatten()).view(idx.shape)
         if loops[0].hflip:
-            x = torch.stack([flip_half(x[k], data.image_shape, loop.batch_gen) for k, loop in enumerate(loops)])
+            x = torch.stack([flip_half(part, data.image_shape, loop.batch_gen) for part, loop in zip(x, loops)])
         logits = stack(x)
-        losses = [torch.nn.functional.cross_entropy(logits[k], y[k], label_smoothing=loop.label_smoothing)
-                  for k, loop in enumerate(loops)]
+        losses = [torch.nn.functional.cross_entropy(member_logits, member_y, label_smoothing=loop.label_smoothing)
+                  for member_logits, member_y, loop in zip(logits.unbind(0), y.unbind(0), loops)]
         values = torch.stack(losses).tolist()  # the one sync per step, as in a separate run
         for k, (member, value) in enumerate(zip(members, values)):
             limit = member.loop.diverge_loss
@@ -232,10 +244,9 @@ def fit_stack_epoch(stack: StackedMLP, members: list[Member], epoch: int) -> lis
             break
         stack.zero_grad()
         sum(losses[k] for k in live).backward()  # members are independent: each gets its own loss's gradient
-        stack.hand_out_gradients()
         grad_norm_sum += stack.weight_grad_norms()
+        sgd.step(live)
         for k in live:
-            loops[k].optimizer.step()
             loops[k].scheduler.step()
             loss_sums[k] += values[k] * len(idx[k])
         correct += (logits.argmax(2) == y).sum(1)

@@ -101,7 +101,7 @@ class StackedNorm:
         self.batches_tracked.add_(1)
         out = out.view(batch, members, width).transpose(0, 1)
         if self.noisy:
-            out = torch.stack([self._noise(k, out[k]) for k in range(members)])
+            out = torch.stack([self._noise(k, part) for k, part in enumerate(out.unbind(0))])
         return out
 
     def _noise(self, member: int, a: torch.Tensor) -> torch.Tensor:
@@ -133,12 +133,14 @@ class StackedLayer:
         h = torch.baddbmm(self.bias.stacked.unsqueeze(1), h, self.weight.stacked)
         if self.norm is not None:
             h = self.norm(h)
+        # per member through unbind, never h[k]: each h[k]'s backward would fill a zero tensor of all of h
         if self.activations is not None:
             kinds = {type(a) for a in self.activations}
             h = self.activations[0](h) if len(kinds) == 1 else torch.stack(
-                [act(h[k]) for k, act in enumerate(self.activations)])
+                [act(part) for act, part in zip(self.activations, h.unbind(0))])
         if any(self.dropouts):
-            h = torch.stack([self._dropout(k, h[k], p) if p else h[k] for k, p in enumerate(self.dropouts)])
+            h = torch.stack([self._dropout(k, part, p) if p else part
+                             for k, (part, p) in enumerate(zip(h.unbind(0), self.dropouts))])
         return h
 
     def _dropout(self, member: int, h: torch.Tensor, p: float) -> torch.Tensor:
@@ -183,14 +185,60 @@ class StackedMLP:
         for leaf in self.shared:
             leaf.stacked.grad = None
 
-    def hand_out_gradients(self) -> None:
-        """Each member's parameters get their rows of the stacked gradients (views, no copies)."""
-        for leaf in self.shared:
-            for k, view in enumerate(leaf.views):
-                row = leaf.stacked.grad[k]
-                view.grad = row.t() if leaf.transposed else row
-
     def weight_grad_norms(self) -> torch.Tensor:
         """(members, layers): the norm of each Linear weight's gradient, as train.fit_epoch records it."""
         return torch.stack([torch.linalg.vector_norm(layer.weight.stacked.grad, dim=(1, 2)) for layer in self.layers],
                            dim=1)
+
+
+def _row(leaf: SharedLeaf, stacked: torch.Tensor, member: int) -> torch.Tensor:
+    """Row `member` of a tensor shaped like `leaf.stacked`, in the layout of the member's parameter."""
+    return stacked[member].t() if leaf.transposed else stacked[member]
+
+
+class StackedSGD:
+    """The members' SGD steps as one, with each member's own lr, momentum, weight decay and Nesterov.
+
+    Each member keeps its torch SGD (and the scheduler that drives it) as the owner of record: its
+    param group gives this step's lr and momentum, its state's momentum buffers are views of the
+    stacked buffers (so its state_dict is a separate run's), and `describe` reads it as usual. The
+    update is torch's SGD (dampening 0): g = grad + wd p; buf = m buf + g (buf = g at the first step);
+    d = g + m buf with Nesterov, else buf; p = p - lr d.
+    """
+
+    def __init__(self, stack: StackedMLP, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.leaves, self.optimizers = stack.shared, optimizers
+        self.groups = [opt.param_groups[0] for opt in optimizers]
+        reference = self.leaves[0].stacked
+        self.weight_decay = torch.tensor([g["weight_decay"] for g in self.groups], dtype=reference.dtype,
+                                         device=reference.device)
+        self.nesterov = torch.tensor([g["nesterov"] for g in self.groups], device=reference.device)
+        self.buffers = [torch.zeros_like(leaf.stacked) for leaf in self.leaves]
+        for leaf, buffer in zip(self.leaves, self.buffers):
+            for k, view in enumerate(leaf.views):
+                state = optimizers[k].state[view]
+                if state.get("momentum_buffer") is not None:  # resumed: the saved buffer, into the stack
+                    _row(leaf, buffer, k).copy_(state["momentum_buffer"])
+                state["momentum_buffer"] = _row(leaf, buffer, k)
+        for optimizer in optimizers:  # their schedulers step optimizers that never step themselves:
+            optimizer._opt_called = True  # what torch's step wrapper sets, so it warns of no wrong order
+
+    @torch.no_grad()
+    def step(self, live: list[int]) -> None:
+        """One step for the `live` members; the others (diverged) keep their parameters."""
+        reference = self.leaves[0].stacked
+        lr = torch.zeros(len(self.groups), dtype=reference.dtype, device=reference.device)
+        lr[live] = torch.tensor([self.groups[k]["lr"] for k in live], dtype=reference.dtype).to(reference.device)
+        momentum = torch.tensor([g["momentum"] for g in self.groups], dtype=reference.dtype).to(reference.device)
+        nesterov_any, nesterov_all = bool(self.nesterov.any()), bool(self.nesterov.all())
+        for leaf, buffer in zip(self.leaves, self.buffers):
+            shape = (-1,) + (1,) * (leaf.stacked.dim() - 1)
+            param, m = leaf.stacked, momentum.view(shape)
+            grad = torch.addcmul(leaf.stacked.grad, param, self.weight_decay.view(shape))
+            buffer.mul_(m).add_(grad)
+            if nesterov_any:
+                ahead = torch.addcmul(grad, buffer, m)
+                direction = ahead if nesterov_all else torch.where(self.nesterov.view(shape), ahead, buffer)
+            else:
+                direction = buffer
+            param.addcmul_(direction, lr.view(shape), value=-1)

@@ -292,13 +292,23 @@ def close_epoch(job: Job, loop: Loop, outcome: Outcome, epoch: int, running: dic
     if cfg.trainer.checkpoint:
         saved_state = dataclasses.replace(state, seconds_before=outcome.seconds_so_far())
         checkpoint.save(out_dir / records.CHECKPOINT_FILE, {
-            # cloned: a packed member's tensors are views into the pack's, and torch.save would write all of it
-            "model": {key: value.clone() for key, value in loop.model.state_dict().items()},
-            "optimizer": loop.optimizer.state_dict(),
+            # copies: a packed member's tensors are views into the pack's, and torch.save would write all of it
+            "model": own_copies(loop.model.state_dict()), "optimizer": own_copies(loop.optimizer.state_dict()),
             "scheduler": loop.scheduler.state_dict(), "rng": checkpoint.rng_state(loop.batch_gen),
             "state": dataclasses.asdict(saved_state), "fingerprint": job.fingerprint, "config": job.config,
             "overrides": job.overrides})
         outcome.epochs_saved = epoch
+
+
+def own_copies(tree: Any) -> Any:
+    """`tree` with every tensor in it cloned (dicts and lists rebuilt, anything else as it is)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {key: own_copies(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [own_copies(value) for value in tree]
+    return tree
 
 
 def fit_epoch(loop: Loop, epoch: int) -> tuple[dict[str, float], list[dict[str, float]]]:
