@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 class ReportOnMultirunEnd(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        if config.hydra.launcher.get("detach"):  # the jobs are still queued: a SLURM job makes the tables
+            return
         try:
             report([sweep_dir], sweep_dir)
         except Exception as err:  # noqa: BLE001 - the jobs' own files are safe; say how to retry

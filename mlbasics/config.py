@@ -250,6 +250,10 @@ def register() -> None:
     if not OmegaConf.has_resolver("mlbasics.pid"):
         # cached, so that a parallel launcher's workers resolve the sweep folder to the parent's value
         OmegaConf.register_new_resolver("mlbasics.pid", os.getpid, use_cache=True)
+    if not OmegaConf.has_resolver("mlbasics.lines"):
+        # $MLBASICS_SLURM_SETUP: a SLURM job's set-up lines, one per line (conf/hydra/launcher/slurm.yaml)
+        OmegaConf.register_new_resolver(
+            "mlbasics.lines", lambda text: [line.strip() for line in str(text).splitlines() if line.strip()] or None)
     if not OmegaConf.has_resolver("mlbasics.job_folder"):
         # a multirun without swept keys still gets a job folder of its own
         OmegaConf.register_new_resolver("mlbasics.job_folder", lambda name: name or "defaults")

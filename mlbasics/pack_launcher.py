@@ -21,6 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mlbasics import records
+from mlbasics.sweep_jobs import job_folder, sweep_config, task_config, task_container
 from mlbasics.cores import free_cores
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,8 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         stop(f"hydra.launcher.max_pack={launcher.max_pack} is not allowed: must be an integer >= 1", EXIT_USAGE)
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    sweep_configs = []
-    for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        sweep_config = context.config_loader.load_sweep_config(config, list(overrides))
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
-        sweep_configs.append(sweep_config)
+    sweep_configs = [sweep_config(launcher, overrides, idx)
+                     for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
     tasks = [task_container(c) for c in sweep_configs]
     packs, alone = plan(tasks, launcher.max_pack)
     log.info("Launching %d jobs: %d in %d packs, %d alone (max_pack=%d)", len(tasks),
@@ -123,13 +120,6 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     return [returns[i] for i in range(len(tasks))]
 
 
-def task_container(sweep_config: DictConfig) -> dict[str, Any]:
-    task = copy.deepcopy(sweep_config)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return OmegaConf.to_container(task, resolve=True, enum_to_str=True)
-
-
 def run_pack(context, task_function, sweep_configs: list[DictConfig], tasks: list[dict[str, Any]],
              pack_id: str) -> list[JobReturn]:
     """Each member's folder set up as Hydra's run_job sets up a job's, then the pack trained."""
@@ -142,9 +132,9 @@ def run_pack(context, task_function, sweep_configs: list[DictConfig], tasks: lis
     original = HydraConfig.instance().cfg
     returns, jobs = [], []
     try:
-        for sweep_config in sweep_configs:
-            ret, out_dir = prepare_job(sweep_config)
-            context.callbacks.on_job_start(config=sweep_config, task_function=task_function)
+        for config in sweep_configs:
+            ret, out_dir = prepare_job(config)
+            context.callbacks.on_job_start(config=config, task_function=task_function)
             returns.append(ret)
             jobs.append((ret.cfg, out_dir, list(ret.overrides)))
     finally:
@@ -159,33 +149,30 @@ def run_pack(context, task_function, sweep_configs: list[DictConfig], tasks: lis
              EXIT_INTERRUPTED)
     finally:
         torch.set_num_threads(before)  # the jobs launched alone after this pack choose their own
-    for sweep_config, ret, result in zip(sweep_configs, returns, results):
+    for config, ret, result in zip(sweep_configs, returns, results):
         ret.status, ret.return_value = JobStatus.COMPLETED, result
         level = logging.INFO if result["status"] == records.Status.completed else logging.ERROR
-        log.log(level, "job %s: %s%s", sweep_config.hydra.job.num, result["status"],
+        log.log(level, "job %s: %s%s", config.hydra.job.num, result["status"],
                 f": {result['error']}" if result.get("error") else "")
-        context.callbacks.on_job_end(config=sweep_config, job_return=ret)
+        context.callbacks.on_job_end(config=config, job_return=ret)
     return returns
 
 
-def prepare_job(sweep_config: DictConfig) -> tuple[JobReturn, Path]:
+def prepare_job(config: DictConfig) -> tuple[JobReturn, Path]:
     """What hydra.core.utils.run_job does before it calls the task: the job's folder and its .hydra/ files."""
-    HydraConfig.instance().set_config(sweep_config)
-    out_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
-    with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
-        sweep_config.hydra.runtime.output_dir = str(out_dir.resolve())
-    HydraConfig.instance().set_config(sweep_config)
-    task_cfg = copy.deepcopy(sweep_config)
-    with read_write(task_cfg), open_dict(task_cfg):
-        del task_cfg["hydra"]
+    out_dir = job_folder(config)
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = str(out_dir.resolve())
+    HydraConfig.instance().set_config(config)
+    task_cfg = task_config(config)
     ret = JobReturn(cfg=task_cfg, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
-                    overrides=OmegaConf.to_container(sweep_config.hydra.overrides.task), working_dir=os.getcwd(),
-                    task_name=sweep_config.hydra.job.name)
+                    overrides=OmegaConf.to_container(config.hydra.overrides.task), working_dir=os.getcwd(),
+                    task_name=config.hydra.job.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if sweep_config.hydra.output_subdir is not None:
-        hydra_dir = out_dir / str(sweep_config.hydra.output_subdir)
+    if config.hydra.output_subdir is not None:
+        hydra_dir = out_dir / str(config.hydra.output_subdir)
         hydra_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(task_cfg, hydra_dir / "config.yaml")
         OmegaConf.save(ret.hydra_cfg, hydra_dir / "hydra.yaml")
-        OmegaConf.save(sweep_config.hydra.overrides.task, hydra_dir / "overrides.yaml")
+        OmegaConf.save(config.hydra.overrides.task, hydra_dir / "overrides.yaml")
     return ret, out_dir

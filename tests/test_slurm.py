@@ -149,3 +149,79 @@ def test_time_limit_warning_requeues_through_submitit_and_resumes(tmp_path, unin
     assert warn.returncode == 0, warn.stderr
     wait_releasing_held_jobs(launcher, tmp_path)
     assert_resumed_like_uninterrupted(metrics.parent, uninterrupted)
+
+
+def test_a_cancelled_job_ends_the_wait_and_the_tables_are_made(tmp_path):
+    """Without accounting (no sacct, as on the one-node cluster) a job cancelled with scancel never gets
+    a final state from submitit; the launcher sees it leave the queue, stops waiting and makes the tables."""
+    launcher = launch(LONG_JOB, tmp_path)
+    sweep = tmp_path / "sweep"
+    metrics = wait_for_epochs(sweep, 1)
+    (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    cancel = subprocess.run(["scancel", job_id], capture_output=True, text=True)
+    assert cancel.returncode == 0, cancel.stderr
+    launcher.wait(timeout=120)  # it used to poll until killed by hand
+    log = (tmp_path / "launcher.log").read_text()
+    assert launcher.returncode == 0, log[-3000:]
+    assert f"SLURM job {job_id} left the queue without a result" in log
+    assert log.count("Bypassing sacct error") <= 1
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["status"]) == ["incomplete"]
+    assert "1 jobs: 0 completed, 0 diverged, 0 failed, 1 incomplete" in log
+    assert not (metrics.parent / "results.json").exists()
+
+
+def test_a_sweep_larger_than_an_array_goes_out_as_several_and_is_one_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, MLBASICS_SLURM_SETUP="export MLBASICS_SITE=1\necho site set-up done")
+    proc = subprocess.run([sys.executable, "-m", "mlbasics.run", "-m", "dataset=synthetic", "trainer.epochs=1",
+                           "model.hidden=[16]", f"seed={','.join(map(str, range(12)))}", *SLURM,
+                           "hydra.launcher.max_array_size=5", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    summary = pd.read_csv(sweep / "summary.csv", dtype={"slurm_job_id": str})
+    assert len(summary) == 12 and (summary["status"] == "completed").all()
+    arrays = summary["slurm_job_id"].str.split("_").str[0]
+    assert sorted(arrays.value_counts()) == [2, 5, 5]
+    first, second, third = sorted(set(arrays), key=int)
+    assert f"submitted 12 jobs as SLURM arrays {first}, {second}, {third}" in log
+    scripts = {p.parent.name: p.read_text() for p in (sweep / ".submitit").glob("*/*_submission.sh")}
+    assert sorted(scripts) == sorted([first, second, third])  # one script per array
+    assert "dependency" not in scripts[first]
+    assert f"#SBATCH --dependency=afterany:{first}" in scripts[second]
+    assert f"#SBATCH --dependency=afterany:{second}" in scripts[third]
+    for script in scripts.values():  # the site's set-up lines, before Python starts
+        assert "export MLBASICS_SITE=1\necho site set-up done\n" in script
+    assert "12 jobs: 12 completed" in log
+
+
+def test_a_detached_sweep_returns_and_a_slurm_job_makes_the_tables_then_resume_submits_the_rest(tmp_path):
+    sweep = tmp_path / "sweep"
+    common = ("dataset=synthetic", "trainer.epochs=2", "model.hidden=[16]", *SLURM, "hydra.launcher.detach=true",
+              f"hydra.sweep.dir={sweep}")
+    proc = run_cli("-m", "seed=0,1", *common, cwd=tmp_path, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "submitted 2 jobs as SLURM array " in log and "makes the tables when they have ended" in log
+    assert f"python -m mlbasics.status {sweep} --watch" in log
+
+    def report_job_printed(count_line):  # the report job's output, in submitit's folder for it
+        return [p for p in (sweep / ".submitit").glob("*/*_log.out") if count_line in p.read_text()]
+
+    deadline = time.time() + 600
+    while time.time() < deadline and not report_job_printed("2 jobs: 2 completed"):
+        time.sleep(0.5)
+    assert report_job_printed("2 jobs: 2 completed")
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert len(summary) == 2 and (summary["status"] == "completed").all()
+    again = run_cli("-m", "seed=0,1,2", *common, cwd=tmp_path, timeout=120)  # one job more: only it goes out
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert log.count("(completed by an earlier run of this sweep: not submitted)") == 2
+    assert "submitted 1 jobs as SLURM array " in log
+    deadline = time.time() + 600
+    while time.time() < deadline and not report_job_printed("3 jobs: 3 completed"):
+        time.sleep(0.5)
+    assert report_job_printed("3 jobs: 3 completed")
+    assert len(pd.read_csv(sweep / "summary.csv")) == 3
