@@ -121,8 +121,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
 
 
 def run_pack(context, task_function, sweep_configs: list[DictConfig], tasks: list[dict[str, Any]],
-             pack_id: str) -> list[JobReturn]:
-    """Each member's folder set up as Hydra's run_job sets up a job's, then the pack trained."""
+             pack_id: str, threads: int | None = None) -> list[JobReturn]:
+    """Each member's folder set up as Hydra's run_job sets up a job's, then the pack trained (with `threads`
+    torch threads, by default those its members asked for)."""
     import torch
 
     from mlbasics.pack import train_pack
@@ -140,7 +141,7 @@ def run_pack(context, task_function, sweep_configs: list[DictConfig], tasks: lis
     finally:
         HydraConfig.instance().cfg = original
     before = torch.get_num_threads()
-    torch.set_num_threads(pack_threads(tasks))
+    torch.set_num_threads(threads or pack_threads(tasks))
     try:
         results = train_pack(jobs, pack_id)
     except Interrupted as stopped:

@@ -1,6 +1,9 @@
 """`hydra/launcher=slurm`: submitit's SLURM launcher, in arrays the cluster accepts, leaving out jobs an
 earlier run completed, with a wait that notices jobs gone from the queue, or none at all (detach).
 
+With `hydra.launcher.pack=true` each array task trains a pack of jobs (as `hydra/launcher=packed` packs
+them), so one GPU node trains many small networks at once.
+
 With `hydra.launcher.detach=true` the sweep is submitted and the command returns: a last SLURM job,
 depending (`afterany`) on every array, runs `python -m mlbasics.report` on the sweep folder when they
 have ended, so the tables are made without the user (or their SSH session).
@@ -28,11 +31,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from omegaconf import OmegaConf
 
+from mlbasics.pack_launcher import plan
 from mlbasics.status import squeue_states
-from mlbasics.sweep_jobs import completed_before, sweep_config
+from mlbasics.sweep_jobs import completed_before, sweep_config, task_container
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
@@ -45,35 +49,52 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     from mlbasics.run import EXIT_USAGE, stop
 
     params = dict(launcher.params)
-    detach = bool(params.pop("detach"))
+    detach, pack, max_pack = bool(params.pop("detach")), bool(params.pop("pack")), params.pop("pack_max")
     array_size = params.pop("max_array_size") or cluster_max_array_size()
     if array_size < 1:
         stop(f"hydra.launcher.max_array_size={array_size} is not allowed: must be >= 1 (or null)", EXIT_USAGE)
+    if max_pack < 1:
+        stop(f"hydra.launcher.pack_max={max_pack} is not allowed: must be >= 1", EXIT_USAGE)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info("Submitit '%s' sweep output dir : %s", launcher._EXECUTOR, sweep_dir)
-    job_params = []
+    configs, todo = {}, []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        done = completed_before(sweep_config(launcher, overrides, idx))
+        configs[idx] = sweep_config(launcher, overrides, idx)
+        done = completed_before(configs[idx])
         log.info("\t#%d : %s%s", idx, " ".join(filter_overrides(overrides)),
                  "  (completed by an earlier run of this sweep: not submitted)" if done else "")
         if not done:
-            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+            todo.append(idx)
     returns = [JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
                for overrides in job_overrides]
-    if not job_params:
+    if not todo:
         log.info("every job of the sweep is completed: nothing to submit")
         return returns
+    state = Singleton.get_state()
+    overrides_of = {idx: list(job_overrides[idx - initial_job_idx]) for idx in todo}
+    alone, units = todo, []
+    if pack:  # one array task per pack: on a GPU node one GPU trains all of a pack's members
+        packs, reasons = plan([task_container(configs[i]) for i in todo], max_pack)
+        alone, units = [todo[k] for k in sorted(reasons)], [[todo[k] for k in members] for members in packs]
+        for k, reason in sorted(reasons.items()):
+            log.info("\t#%d runs alone: %s", todo[k], reason)
+        for unit in units:
+            log.info("\tpack %s: jobs %s", pack_name(unit), ", ".join(f"#{i}" for i in unit))
+    submissions = [(launcher, [(overrides_of[i], "hydra.sweep.dir", i, f"job_id_for_{i}", state) for i in alone]),
+                   (PackTask(launcher), [([(overrides_of[i], i) for i in unit], pack_name(unit), state)
+                                         for unit in units])]
     executor = make_executor(launcher, params)
     additional = dict(params.get("additional_parameters") or {})
     jobs: list = []
-    for start in range(0, len(job_params), array_size):
-        if jobs:  # each further array waits for the one before: array_parallelism bounds the whole sweep
-            executor.update_parameters(**{f"{launcher._EXECUTOR}_additional_parameters": {
-                **additional, "dependency": f"afterany:{array_of(jobs[-1])}"}})
-        jobs += executor.map_array(launcher, *zip(*job_params[start:start + array_size]))
+    for task, arguments in submissions:
+        for start in range(0, len(arguments), array_size):  # (none for an empty list)
+            if jobs:  # each further array waits for the one before: array_parallelism bounds the whole sweep
+                executor.update_parameters(**{f"{launcher._EXECUTOR}_additional_parameters": {
+                    **additional, "dependency": f"afterany:{array_of(jobs[-1])}"}})
+            jobs += executor.map_array(task, *zip(*arguments[start:start + array_size]))
     arrays = list(dict.fromkeys(array_of(job) for job in jobs))
-    submitted = f"submitted {len(jobs)} jobs as SLURM array{'s' if len(arrays) > 1 else ''} {', '.join(arrays)}"
+    submitted = f"submitted {len(jobs)} {'array tasks' if pack else 'jobs'} as SLURM array{'s' if len(arrays) > 1 else ''} {', '.join(arrays)}"
     if detach:
         report_job = submit_report(executor, launcher, sweep_dir, arrays, additional)
         log.info("%s; SLURM job %s makes the tables when they have ended (whatever their outcomes).\n"
@@ -85,6 +106,34 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     log.info("%s; waiting for them (Ctrl-C stops the waiting, not the jobs)", submitted)
     wait_for(jobs)
     return returns
+
+
+def pack_name(unit: list[int]) -> str:
+    return f"{unit[0]}-{unit[-1]}"
+
+
+class PackTask:
+    """An array task that trains a pack of the sweep's jobs on its node (pack_launcher.run_pack); like the
+    launcher's own jobs, it is requeued on a time limit or preemption and its members resume."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.hydra_context, self.config, self.task_function = launcher.hydra_context, launcher.config, \
+            launcher.task_function
+        self.threads = launcher.params.get("cpus_per_task")
+
+    def __call__(self, members: list[tuple[list[str], int]], pack_id: str, singleton_state: dict) -> list[JobReturn]:
+        from mlbasics.pack_launcher import run_pack
+
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        configs = [sweep_config(self, overrides, idx) for overrides, idx in members]
+        return run_pack(self.hydra_context, self.task_function, configs, [task_container(c) for c in configs],
+                        pack_id, threads=self.threads)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def make_executor(launcher: Any, params: dict[str, Any]):

@@ -87,8 +87,9 @@ def test_stale_temporary_files_go_but_live_ones_and_others_stay(tmp_path):
 
 @pytest.mark.parametrize("launcher, cores, threads", [
     ({"n_jobs": 2}, 8, 4), ({"n_jobs": -1}, 8, 1), ({"n_jobs": -2}, 8, 1), ({"n_jobs": 3}, 2, 1),
-    ({"cpus_per_task": 4}, 64, 4), ({}, 8, None),
+    ({"cpus_per_task": 4}, 64, 4), ({}, 8, 5),
 ])
 def test_threads_per_job_divides_the_cores(monkeypatch, launcher, cores, threads):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr("mlbasics.run.free_cores", lambda: 5)  # one job alone: the cores no one else keeps busy
     assert threads_per_job(OmegaConf.create(launcher)) == threads

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_same_run, run_cli
+from mlbasics import status
 
 
 def slurm_reachable() -> bool:
@@ -160,7 +161,9 @@ def test_a_cancelled_job_ends_the_wait_and_the_tables_are_made(tmp_path):
     (job_id,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     cancel = subprocess.run(["scancel", job_id], capture_output=True, text=True)
     assert cancel.returncode == 0, cancel.stderr
+    cancelled = time.time()
     launcher.wait(timeout=120)  # it used to poll until killed by hand
+    assert time.time() - cancelled < 60
     log = (tmp_path / "launcher.log").read_text()
     assert launcher.returncode == 0, log[-3000:]
     assert f"SLURM job {job_id} left the queue without a result" in log
@@ -198,13 +201,23 @@ def test_a_sweep_larger_than_an_array_goes_out_as_several_and_is_one_sweep(tmp_p
 
 def test_a_detached_sweep_returns_and_a_slurm_job_makes_the_tables_then_resume_submits_the_rest(tmp_path):
     sweep = tmp_path / "sweep"
-    common = ("dataset=synthetic", "trainer.epochs=2", "model.hidden=[16]", *SLURM, "hydra.launcher.detach=true",
-              f"hydra.sweep.dir={sweep}")
+    common = ("dataset=synthetic", "trainer.epochs=3", "model.hidden=[256,256]", "trainer.batch_size=8", *SLURM,
+              "hydra.launcher.detach=true", f"hydra.sweep.dir={sweep}")
+    started = time.time()
     proc = run_cli("-m", "seed=0,1", *common, cwd=tmp_path, timeout=120)
+    submitting = time.time() - started
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "submitted 2 jobs as SLURM array " in log and "makes the tables when they have ended" in log
     assert f"python -m mlbasics.status {sweep} --watch" in log
+    assert len(list(sweep.glob("*/results.json"))) < 2  # it returned before the jobs had ended
+    seen = set()  # what status shows while the jobs run (a job's folder appears when it starts)
+    while time.time() - started < 300 and not (sweep / "summary.csv").exists():
+        if list(sweep.glob("*/.hydra/overrides.yaml")):
+            seen |= {state.state for state in status.snapshot([sweep])}
+        time.sleep(0.2)
+    assert submitting < 30
+    assert "running" in seen, seen
 
     def report_job_printed(count_line):  # the report job's output, in submitit's folder for it
         return [p for p in (sweep / ".submitit").glob("*/*_log.out") if count_line in p.read_text()]
@@ -225,3 +238,22 @@ def test_a_detached_sweep_returns_and_a_slurm_job_makes_the_tables_then_resume_s
         time.sleep(0.5)
     assert report_job_printed("3 jobs: 3 completed")
     assert len(pd.read_csv(sweep / "summary.csv")) == 3
+
+
+def test_packs_go_to_slurm_as_one_array_task_each_and_give_the_basic_table(tmp_path):
+    sweep = "dataset=synthetic", "trainer.epochs=2", "seed=0,1", "optimizer.lr=0.1,0.2"
+    local = run_cli("-m", *sweep, "model.hidden=[16]", f"hydra.sweep.dir={tmp_path / 'basic'}", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-3000:]
+    packed = run_cli("-m", *sweep, "model.hidden=[16],[8]", *SLURM, "hydra.launcher.pack=true",
+                     f"hydra.sweep.dir={tmp_path / 'slurm'}", cwd=tmp_path, timeout=600)
+    log = packed.stdout + packed.stderr
+    assert packed.returncode == 0, log[-3000:]
+    assert "submitted 2 array tasks as SLURM array " in log  # two packs of four, by width
+    columns = ["job", "status", "test_acc", "val_acc", "train_loss"]
+    slurm = pd.read_csv(tmp_path / "slurm" / "summary.csv", dtype={"slurm_job_id": str})
+    wide = slurm[slurm["model.hidden"] == "[16]"].reset_index(drop=True)
+    basic = pd.read_csv(tmp_path / "basic" / "summary.csv")
+    pd.testing.assert_frame_equal(wide[columns], basic[columns], rtol=1e-6)
+    assert (slurm["status"] == "completed").all() and slurm["slurm_job_id"].nunique() == 2
+    for results in (tmp_path / "slurm").glob("*/results.json"):
+        assert json.loads(results.read_text())["packed_with"]["size"] == 4

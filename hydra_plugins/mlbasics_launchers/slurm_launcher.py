@@ -22,6 +22,9 @@ class WatchfulSlurmConf(SlurmQueueConf):
     max_array_size: Optional[int] = None
     # submit and return at once; a SLURM job depending on the arrays makes the tables when they end
     detach: bool = False
+    # one array task per pack of jobs that share every shape (see hydra/launcher=packed), at most pack_max each
+    pack: bool = False
+    pack_max: int = 16
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="watchful_slurm", node=WatchfulSlurmConf(),
