@@ -1,0 +1,144 @@
+"""hydra/sweeper=optuna (synthetic data, in seconds): the search space, a study's files, divergence, resume,
+bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import optuna.distributions as dist
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from mlbasics.optuna_sweep import SearchSpaceError, as_override, search_space
+
+STUDY = ("dataset=synthetic", "trainer.epochs=1", "model.hidden=[16]", "hydra/sweeper=optuna")
+
+
+def test_search_space_from_hydra_override_syntax():
+    fixed, space = search_space(["optimizer.lr=tag(log,interval(1e-3,1))", "model.hidden=choice([256,128],[512,256])",
+                                 "model.activation=choice(relu,tanh)", "seed=range(0,6,2)", "trainer.epochs=3",
+                                 "trainer.batch_size=tag(int,interval(16,64))", "model.dropout=interval(0,0.5)"])
+    assert fixed == ["trainer.epochs=3"]
+    assert space["optimizer.lr"] == dist.FloatDistribution(1e-3, 1.0, log=True)
+    assert space["model.hidden"] == dist.CategoricalDistribution(["[256,128]", "[512,256]"])
+    assert space["model.activation"] == dist.CategoricalDistribution(["relu", "tanh"])
+    assert space["seed"] == dist.IntDistribution(0, 4, step=2)
+    assert space["trainer.batch_size"] == dist.IntDistribution(16, 64)
+    assert space["model.dropout"] == dist.FloatDistribution(0.0, 0.5)
+    assert as_override("model.hidden", "[256,128]") == "model.hidden=[256,128]"
+    assert as_override("optimizer.lr", 0.1 + 0.2) == "optimizer.lr=0.30000000000000004"  # exactly the sampled value
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lr=tag(log,interval(0,1))", "start > 0 on a log scale"),
+    ("optimizer.lr=interval(1,0.5)", "must have start < end"),
+    ("optimizer.lr=range(0.1,1,0.1)", "range() over floats"),
+    ("seed=glob(*)", "Optuna cannot sample this"),
+])
+def test_a_space_optuna_cannot_express_is_named(override, message):
+    with pytest.raises(SearchSpaceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        search_space([override])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("study") / "sweep"
+    proc = run_cli("-m", *STUDY, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+                   "optimizer.lr=tag(log,interval(1e-3,1))", "model.activation=choice(relu,tanh)",
+                   f"hydra.sweep.dir={sweep}", cwd=sweep.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep, proc
+
+
+def test_a_study_writes_its_trials_best_and_the_usual_tables(study):
+    sweep, proc = study
+    trials = pd.read_csv(sweep / "study.csv")
+    assert list(trials["number"]) == list(range(6)) and (trials["state"] == "COMPLETE").all()
+    assert list(trials["folder"]) == [f"trial_{n:04d}" for n in range(6)]
+    best = json.loads((sweep / "best.json").read_text())
+    assert best["value"] == trials["value"].max() and best["objective"] == "val_acc"
+    assert set(best["params"]) == {"optimizer.lr", "model.activation"}
+    summary = pd.read_csv(sweep / "summary.csv").set_index("job")
+    for _, trial in trials.iterrows():  # each trial's value is its job's val_acc, and it trained what it says
+        row = summary.loc[trial["folder"]]
+        assert row["val_acc"] == trial["value"]
+        assert row["optimizer.lr"] == pytest.approx(trial["params_optimizer.lr"], rel=1e-12)
+        assert row["model.activation"] == trial["params_model.activation"]
+    for name in ("optimization_history.png", "param_importances.png"):
+        assert (sweep / name).read_bytes()[:4] == b"\x89PNG"
+    assert "6 jobs: 6 completed" in proc.stdout + proc.stderr
+
+
+def test_more_trials_continue_the_study_without_training_the_old_ones_again(study, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study[0], sweep)
+    before = {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("trial_*/results.json")}
+    proc = run_cli("-m", *STUDY, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2",
+                   "optimizer.lr=tag(log,interval(1e-3,1))", "model.activation=choice(relu,tanh)",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "trials 6, 7" in log and "trials 0, 1" not in log
+    after = {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("trial_*/results.json")}
+    assert {name: after[name] for name in before} == before and len(after) == 8
+    trials = pd.read_csv(sweep / "study.csv")
+    assert len(trials) == 8
+    assert not set(trials["params_optimizer.lr"][6:]) & set(trials["params_optimizer.lr"][:6])  # new values drawn
+
+
+def test_an_interrupted_study_continues_where_it_stopped(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "mlbasics.run", "-m", "dataset=synthetic", "trainer.epochs=20",
+               "model.hidden=[256,256]", "trainer.batch_size=8", "trainer.threads=1", "hydra/sweeper=optuna",
+               "hydra.sweeper.n_trials=3", "optimizer.lr=tag(log,interval(1e-3,1e-1))", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (sweep / "trial_0001" / "checkpoint.pt").exists():
+        time.sleep(0.05)  # trial 0 done, trial 1 has saved an epoch
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    first = (sweep / "trial_0000" / "results.json").stat().st_mtime_ns
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = pd.read_csv(sweep / "study.csv")
+    assert list(trials["number"]) == [0, 1, 2] and (trials["state"] == "COMPLETE").all()
+    assert (sweep / "trial_0000" / "results.json").stat().st_mtime_ns == first  # not trained again
+    assert "resuming from" in (sweep / "trial_0001" / "run.log").read_text()  # cut short: continued
+
+
+def test_diverged_trials_are_pruned_and_the_study_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    # lr 1e6 at batch size 64 diverges; the random sampler with seed 0 draws it three times in four
+    proc = run_cli("-m", *STUDY, "trainer.batch_size=64", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler=random",
+                   "optimizer.lr=choice(0.1,1e6)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_csv(sweep / "study.csv")
+    assert sorted(trials["state"]) == ["COMPLETE", "PRUNED", "PRUNED", "PRUNED"]
+    assert (trials.loc[trials["state"] == "PRUNED", "params_optimizer.lr"] == 1e6).all()
+    assert json.loads((sweep / "best.json").read_text())["params"] == {"optimizer.lr": 0.1}
+
+
+@pytest.mark.parametrize("setting, line", [
+    ("hydra.sweeper.n_trials=0", "mlbasics: hydra.sweeper.n_trials=0 is not allowed: must be an integer >= 1"),
+    ("hydra.sweeper.sampler=cmaes", "mlbasics: hydra.sweeper.sampler=cmaes is not allowed: one of tpe, random"),
+    ("hydra.sweeper.objective=test_acc", "mlbasics: hydra.sweeper.objective=test_acc is not allowed: one of "
+     "val_acc, val_loss, best_val_acc, train_acc, train_loss (a key of results.json; the test set never chooses)"),
+    ("seed=glob(*)", "mlbasics: hydra/sweeper=optuna: seed=glob(*): Optuna cannot sample this; use choice(), "
+     "interval(), tag(log,interval()) or range()"),
+])
+def test_a_bad_setting_is_one_line_before_any_trial(tmp_path, setting, line):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", *STUDY, "optimizer.lr=interval(0.01,0.1)", setting, f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == line
+    assert not list(sweep.glob("trial_*"))
