@@ -111,6 +111,8 @@ class TrainerConfig:
     diverge_loss: Optional[float] = None
     # Move this folder's earlier run (of any config) aside into previous-<time>/ and train from scratch.
     start_over: bool = False
+    # TensorBoard event files in the job's tensorboard/ folder (needs the extra: pip install -e ".[tensorboard]")
+    tensorboard: bool = False
 
 
 @dataclass
@@ -213,6 +215,11 @@ def validate(cfg: Any) -> None:
     _check(land.high * opt.lr <= FLOAT32_MAX, "probe.landscape.high", land.high,
            "times optimizer.lr must stay within float32's range")
     _check(cfg.probe.ics.every >= 0, "probe.ics.every", cfg.probe.ics.every, "must be >= 0 (0 = off)")
+    if cfg.trainer.tensorboard:
+        from mlbasics.board import available
+
+        _check(available(), "trainer.tensorboard", "true",
+               'needs the tensorboard extra: pip install -e ".[tensorboard]"')
     threads = cfg.trainer.threads
     _check(threads is None or threads >= 1, "trainer.threads", threads, "must be >= 1 or null")
     for key, seed in (("seed", cfg.seed), ("dataset.split_seed", cfg.dataset.split_seed)):

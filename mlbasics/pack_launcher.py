@@ -32,7 +32,7 @@ PER_MEMBER = frozenset({
     "optimizer.cycle_momentum", "optimizer.lr_unit", "trainer.label_smoothing", "trainer.diverge_loss",
     "model.dropout", "model.activation", "probe.collapse", "probe.symmetry",
     # change no number: where the files go, how they are shown
-    "trainer.threads", "trainer.checkpoint", "trainer.start_over", "report.columns",
+    "trainer.threads", "trainer.checkpoint", "trainer.start_over", "trainer.tensorboard", "report.columns",
 })
 
 

@@ -33,7 +33,7 @@ SYMMETRY_FILE = "symmetry.csv"
 RUN_FILES = (RESULTS_FILE, CHECKPOINT_FILE, METRICS_FILE, LANDSCAPE_FILE, SYMMETRY_FILE)
 # Keys that never change a run's numbers, so a folder may be resumed with them changed.
 NOT_FINGERPRINTED = ("dataset.root", "device", "trainer.threads", "trainer.checkpoint", "trainer.start_over",
-                     "report.columns")
+                     "trainer.tensorboard", "report.columns")
 # `.checkpoint.pt.1234.tmp`: what `write_atomically` leaves if its process is killed mid-write
 TEMP_FILE = re.compile(r"^\.(.+)\.(\d+)\.tmp$")
 

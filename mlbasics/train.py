@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mlbasics import checkpoint, optimizer as optim, probes, records
+from mlbasics.board import Board
 from mlbasics.config import ConfigError, Device, validate
 from mlbasics.data import Splits, batch_indices, flip_half, load_splits, steps_per_epoch
 from mlbasics.datafiles import DataUnavailable
@@ -86,6 +87,7 @@ class Loop:
     label_smoothing: float = 0.0
     diverge_loss: float | None = None
     step_probes: probes.StepProbes | None = None
+    board: Board | None = None  # TensorBoard curves (trainer.tensorboard)
 
 
 @dataclass
@@ -253,7 +255,8 @@ def make_loop(job: Job, outcome: Outcome, model: nn.Module, data: Splits, saved:
     step_probes = probes.StepProbes(cfg.probe, cfg.trainer.label_smoothing)
     loop = Loop(model, optimizer, scheduler, data, cfg.trainer.batch_size, torch.Generator().manual_seed(cfg.seed),
                 hflip=cfg.dataset.hflip, label_smoothing=cfg.trainer.label_smoothing,
-                diverge_loss=cfg.trainer.diverge_loss, step_probes=step_probes if step_probes.active else None)
+                diverge_loss=cfg.trainer.diverge_loss, step_probes=step_probes if step_probes.active else None,
+                board=Board(job.out_dir) if cfg.trainer.tensorboard else None)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -285,6 +288,8 @@ def close_epoch(job: Job, loop: Loop, outcome: Outcome, epoch: int, running: dic
     if val_acc > state.best_val_acc:
         state.best_val_acc, state.best_epoch = val_acc, epoch
     records.write_metrics(out_dir / records.METRICS_FILE, state.rows)
+    if loop.board is not None:
+        loop.board.epoch(row)
     if state.probe_rows:
         records.write_metrics(out_dir / records.LANDSCAPE_FILE, state.probe_rows)
     log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs)",
@@ -364,6 +369,8 @@ def finish(job: Job, loop: Loop, results: dict[str, Any]) -> None:
         summary, curve = probes.symmetry(loop.model, sample_x, sample_y, seed=cfg.seed)
         results.update(summary)
         records.write_metrics(job.out_dir / records.SYMMETRY_FILE, curve)
+    if loop.board is not None:
+        loop.board.finish(job.config, results)
 
 
 def resolve_device(choice: Device) -> torch.device:

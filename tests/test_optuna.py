@@ -142,3 +142,4 @@ def test_a_bad_setting_is_one_line_before_any_trial(tmp_path, setting, line):
     assert proc.returncode == 2
     assert proc.stderr.strip() == line
     assert not list(sweep.glob("trial_*"))
+
