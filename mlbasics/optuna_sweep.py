@@ -126,9 +126,8 @@ def open_study(sweeper: Any, sweep_dir: Path):
 def sweep(sweeper: Any, arguments: list[str]) -> list:
     """Ask, launch, tell, until the study has n_trials ended trials; then the study's files."""
     from omegaconf import OmegaConf
-    from optuna.trial import TrialState
 
-    from mlbasics.run import EXIT_USAGE, stop
+    from mlbasics.run import EXIT_FAILED, EXIT_USAGE, stop
 
     check(sweeper)
     params = [f"{key}={value}" for key, value in (sweeper.params or {}).items()]
@@ -137,9 +136,27 @@ def sweep(sweeper: Any, arguments: list[str]) -> list:
     except Exception as err:  # noqa: BLE001 - SearchSpaceError, or Hydra's parser's own errors
         stop(f"hydra/sweeper=optuna: {err}".splitlines()[0], EXIT_USAGE)
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
-    study = open_study(sweeper, sweep_dir)
+    journal = sweep_dir / JOURNAL_FILE
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
+        study = open_study(sweeper, sweep_dir)
+    except OSError as err:
+        stop(f"could not write in {sweep_dir}: {err.strerror or err}", EXIT_FAILED)
+    except Exception as err:  # noqa: BLE001 - a journal of random bytes fails inside Optuna in any way
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        stop(f"{journal} is not a study this sweeper can read ({reason}); nothing was changed: move it aside to "
+             f"start a new study in this folder", EXIT_USAGE)
+    try:
+        return run_trials(sweeper, study, fixed, space, sweep_dir)
+    except OSError as err:  # a full disk: the study and the trials so far stay as they are
+        stop(f"could not write the study ({err.strerror or err}); the same command continues it from "
+             f"{journal}", EXIT_FAILED)
+
+
+def run_trials(sweeper: Any, study, fixed: list[str], space: dict[str, Any], sweep_dir: Path) -> list:
+    from optuna.trial import TrialState
+
     returns = []
     # trials a stop cut short run again first, in their own folders (they resume or skip)
     pending = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]

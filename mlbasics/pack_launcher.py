@@ -76,6 +76,11 @@ def plan(tasks: Sequence[dict[str, Any]], max_pack: int) -> tuple[list[list[int]
     return packs, alone
 
 
+def pack_name(job_numbers: Sequence[int]) -> str:
+    """A pack's id in logs and results.json: its first and last job number."""
+    return f"{job_numbers[0]}-{job_numbers[-1]}"
+
+
 def pack_threads(tasks: Sequence[dict[str, Any]]) -> int:
     """The cores K jobs asked for between them, as far as this process may use cores; else the free cores."""
     asked = [task["trainer"]["threads"] for task in tasks]
@@ -110,7 +115,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                                  config=sweep_configs[i], job_dir_key="hydra.sweep.dir",
                                  job_subdir_key="hydra.sweep.subdir")
         else:
-            pack_id = f"{initial_job_idx + unit[0]}-{initial_job_idx + unit[-1]}"
+            pack_id = pack_name([initial_job_idx + i for i in unit])
             for i in unit:
                 log.info("\t#%d : %s  (pack %s)", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])),
                          pack_id)

@@ -34,7 +34,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from omegaconf import OmegaConf
 
-from mlbasics.pack_launcher import plan
+from mlbasics.pack_launcher import pack_name, plan
 from mlbasics.status import squeue_states
 from mlbasics.sweep_jobs import completed_before, sweep_config, task_container
 
@@ -106,10 +106,6 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     log.info("%s; waiting for them (Ctrl-C stops the waiting, not the jobs)", submitted)
     wait_for(jobs)
     return returns
-
-
-def pack_name(unit: list[int]) -> str:
-    return f"{unit[0]}-{unit[-1]}"
 
 
 class PackTask:

@@ -212,7 +212,9 @@ class StackedSGD:
         reference = self.leaves[0].stacked
         self.weight_decay = torch.tensor([g["weight_decay"] for g in self.groups], dtype=reference.dtype,
                                          device=reference.device)
-        self.nesterov = torch.tensor([g["nesterov"] for g in self.groups], device=reference.device)
+        nesterov = [bool(g["nesterov"]) for g in self.groups]  # fixed for a run: decided here, not every step
+        self.nesterov = torch.tensor(nesterov, device=reference.device)
+        self.nesterov_any, self.nesterov_all = any(nesterov), all(nesterov)
         self.buffers = [torch.zeros_like(leaf.stacked) for leaf in self.leaves]
         for leaf, buffer in zip(self.leaves, self.buffers):
             for k, view in enumerate(leaf.views):
@@ -230,15 +232,14 @@ class StackedSGD:
         lr = torch.zeros(len(self.groups), dtype=reference.dtype, device=reference.device)
         lr[live] = torch.tensor([self.groups[k]["lr"] for k in live], dtype=reference.dtype).to(reference.device)
         momentum = torch.tensor([g["momentum"] for g in self.groups], dtype=reference.dtype).to(reference.device)
-        nesterov_any, nesterov_all = bool(self.nesterov.any()), bool(self.nesterov.all())
         for leaf, buffer in zip(self.leaves, self.buffers):
             shape = (-1,) + (1,) * (leaf.stacked.dim() - 1)
             param, m = leaf.stacked, momentum.view(shape)
             grad = torch.addcmul(leaf.stacked.grad, param, self.weight_decay.view(shape))
             buffer.mul_(m).add_(grad)
-            if nesterov_any:
+            if self.nesterov_any:
                 ahead = torch.addcmul(grad, buffer, m)
-                direction = ahead if nesterov_all else torch.where(self.nesterov.view(shape), ahead, buffer)
+                direction = ahead if self.nesterov_all else torch.where(self.nesterov.view(shape), ahead, buffer)
             else:
                 direction = buffer
             param.addcmul_(direction, lr.view(shape), value=-1)

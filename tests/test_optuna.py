@@ -143,3 +143,17 @@ def test_a_bad_setting_is_one_line_before_any_trial(tmp_path, setting, line):
     assert proc.stderr.strip() == line
     assert not list(sweep.glob("trial_*"))
 
+
+
+def test_a_journal_that_is_not_a_study_is_one_line_and_left_as_it_is(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    journal = sweep / "optuna-journal.log"
+    journal.write_bytes(b'{"op_code": 0, "worker_id": "x"\n\x00\xffgarbage\n')
+    before = journal.read_bytes()
+    proc = run_cli("-m", *STUDY, "optimizer.lr=interval(0.01,0.1)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mlbasics: {journal} is not a study this sweeper can read (")
+    assert lines[0].endswith("nothing was changed: move it aside to start a new study in this folder")
+    assert journal.read_bytes() == before and not list(sweep.glob("trial_*"))

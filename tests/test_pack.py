@@ -189,3 +189,23 @@ def test_a_member_in_a_folder_of_another_config_fails_alone(make_cfg, tmp_path):
     assert results[0]["status"] == "failed" and "holds a run of another config" in results[0]["error"]
     assert results[1]["status"] == "completed"
     assert list(jobs[0][1].glob("previous-*"))  # the other config's files are kept beside
+
+
+def test_a_member_whose_files_cannot_be_written_fails_alone(make_cfg, tmp_path, monkeypatch):
+    from mlbasics import records
+
+    jobs = jobs_of(make_cfg, tmp_path / "packed", (("seed=0",), ("seed=1",)),
+                   "dataset=synthetic", "trainer.epochs=2", "model.hidden=[16]")
+    real_write = records.write_metrics
+
+    def disk_full_for_job0(path, rows):  # as ENOSPC on job0's disk: its write fails, its results still land
+        if path.parent == jobs[0][1]:
+            raise records.OutputError(f"could not write {path}: No space left on device")
+        real_write(path, rows)
+
+    monkeypatch.setattr(records, "write_metrics", disk_full_for_job0)
+    results = pack.train_pack(jobs, "p")
+    assert results[0]["status"] == "failed"
+    assert results[0]["error"] == f"could not write {jobs[0][1] / 'metrics.csv'}: No space left on device"
+    assert results[1]["status"] == "completed" and results[1]["epochs_completed"] == 2
+    assert json.loads((jobs[0][1] / "results.json").read_text())["status"] == "failed"
