@@ -16,10 +16,12 @@ STUDY = ("dataset=synthetic", "trainer.epochs=1", "model.hidden=[16]", "hydra/sw
 
 
 def test_search_space_from_hydra_override_syntax():
-    fixed, space = search_space(["optimizer.lr=tag(log,interval(1e-3,1))", "model.hidden=choice([256,128],[512,256])",
-                                 "model.activation=choice(relu,tanh)", "seed=range(0,6,2)", "trainer.epochs=3",
-                                 "trainer.batch_size=tag(int,interval(16,64))", "model.dropout=interval(0,0.5)"])
+    fixed, space, arms = search_space(["optimizer.lr=tag(log,interval(1e-3,1))",
+                                       "model.hidden=choice([256,128],[512,256])", "model.activation=choice(relu,tanh)",
+                                       "seed=range(0,6,2)", "trainer.epochs=3", "optimizer.momentum=0,0.9",
+                                       "trainer.batch_size=tag(int,interval(16,64))", "model.dropout=interval(0,0.5)"])
     assert fixed == ["trainer.epochs=3"]
+    assert arms == ["optimizer.momentum=0,0.9"]  # a plain list is a grid of arms, not searched
     assert space["optimizer.lr"] == dist.FloatDistribution(1e-3, 1.0, log=True)
     assert space["model.hidden"] == dist.CategoricalDistribution(["[256,128]", "[512,256]"])
     assert space["model.activation"] == dist.CategoricalDistribution(["relu", "tanh"])
@@ -81,7 +83,7 @@ def test_more_trials_continue_the_study_without_training_the_old_ones_again(stud
                    f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
-    assert "trials 6, 7" in log and "trials 0, 1" not in log
+    assert "trials trial_0006, trial_0007" in log and "trial_0000," not in log
     after = {p.parent.name: p.stat().st_mtime_ns for p in sweep.glob("trial_*/results.json")}
     assert {name: after[name] for name in before} == before and len(after) == 8
     trials = pd.read_csv(sweep / "study.csv")
@@ -134,6 +136,8 @@ def test_diverged_trials_are_pruned_and_the_study_goes_on(tmp_path):
      "val_acc, val_loss, best_val_acc, train_acc, train_loss (a key of results.json; the test set never chooses)"),
     ("seed=glob(*)", "mlbasics: hydra/sweeper=optuna: seed=glob(*): Optuna cannot sample this; use choice(), "
      "interval(), tag(log,interval()) or range()"),
+    ("hydra.sweeper.confirm=['seed=interval(0,1)']", "mlbasics: hydra/sweeper=optuna: hydra.sweeper.confirm: "
+     "seed=interval(0,1): give a value or a list of values (a,b,c)"),
 ])
 def test_a_bad_setting_is_one_line_before_any_trial(tmp_path, setting, line):
     sweep = tmp_path / "sweep"
@@ -157,3 +161,52 @@ def test_a_journal_that_is_not_a_study_is_one_line_and_left_as_it_is(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"mlbasics: {journal} is not a study this sweeper can read (")
     assert lines[0].endswith("nothing was changed: move it aside to start a new study in this folder")
     assert journal.read_bytes() == before and not list(sweep.glob("trial_*"))
+
+
+
+
+def test_each_arm_is_tuned_alike_then_its_best_is_confirmed_over_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "+experiment=activations_tuned", "dataset=synthetic", "trainer.epochs=1",
+                   "hydra.sweeper.n_trials=3", "model.activation=relu,tanh", "model.hidden=[16],[16,16]",
+                   "hydra.sweeper.confirm=['seed=0,1']",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # batches hold n_jobs=2 trials of every arm (4 arms): 8, then the third trial of each, then 4 x 2 seeds
+    output = (proc.stdout + proc.stderr).splitlines()
+    assert [line.split("Launching ")[1].split()[0] for line in output if "Launching" in line] \
+        == ["8", "4", "8"]
+    trials = pd.read_csv(sweep / "study.csv")
+    arms = ["model.activation=relu,model.hidden=[16]", "model.activation=relu,model.hidden=[16,16]",
+            "model.activation=tanh,model.hidden=[16]", "model.activation=tanh,model.hidden=[16,16]"]
+    assert sorted(set(trials["arm"])) == sorted(arms) and (trials["state"] == "COMPLETE").all()
+    for arm, group in trials.groupby("arm"):
+        assert list(group["folder"]) == [f"{arm}/trial_{n:04d}" for n in range(3)]
+        assert all((sweep / folder / "results.json").is_file() for folder in group["folder"])
+    # the same seed draws the same learning rates for every arm: the budget is spent alike
+    rates = {arm: tuple(group["params_optimizer.lr"]) for arm, group in trials.groupby("arm")}
+    assert len(set(rates.values())) == 1
+    best = json.loads((sweep / "best.json").read_text())
+    assert best["objective"] == "val_acc" and sorted(best["arms"]) == sorted(arms)
+    confirmed = {}
+    for arm, entry in best["arms"].items():
+        mine = trials[trials["arm"] == arm]
+        assert entry["value"] == mine["value"].max()
+        lr = entry["params"]["optimizer.lr"]
+        for seed in (0, 1):
+            job = sweep / "confirm" / arm / f"trial_{entry['number']:04d},seed={seed}"
+            results = json.loads((job / "results.json").read_text())
+            assert results["status"] == "completed" and results["seed"] == seed
+            assert results["config"]["optimizer"]["lr"] == lr
+            activation, hidden = arm.split(",model.hidden=")
+            assert results["config"]["model"]["activation"] == activation.split("=")[1]
+            assert json.dumps(results["config"]["model"]["hidden"], separators=(",", ":")) == hidden
+            confirmed.setdefault(arm, []).append(results["test_acc"])
+    table = pd.read_csv(sweep / "confirm" / "summary_grouped.csv")
+    assert list(table["n"]) == [2, 2, 2, 2] and list(table["completed"]) == [2, 2, 2, 2]
+    for _, row in table.iterrows():
+        accs = confirmed[f"model.activation={row['model.activation']},model.hidden={row['model.hidden']}"]
+        assert row["test_acc_mean"] == pytest.approx(sum(accs) / 2)
+    # the usual report of the whole sweep: every trial and every confirmation a row
+    assert len(pd.read_csv(sweep / "summary.csv")) == 12 + 8
+    assert (sweep / "optimization_history.png").stat().st_size > 0

@@ -22,6 +22,8 @@ class OptunaSweeperConf:
     direction: str = "maximize"
     objective: str = "val_acc"  # a key of each trial's results.json (never a test metric)
     params: Optional[Dict[str, str]] = field(default_factory=dict)  # the search space, as sweep overrides
+    # after the search, each arm's best trial is trained again over these overrides' grid (["seed=0,1,2,3,4"])
+    confirm: Optional[List[str]] = field(default_factory=list)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf(), provider="mlbasics")
@@ -29,9 +31,11 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSw
 
 class OptunaSweeper(Sweeper):
     def __init__(self, n_trials: int, n_jobs: int, sampler: str, seed: Optional[int], direction: str,
-                 objective: str, params: Optional[Dict[str, str]]) -> None:
+                 objective: str, params: Optional[Dict[str, str]],
+                 confirm: Optional[List[str]]) -> None:
         self.n_trials, self.n_jobs, self.sampler, self.seed = n_trials, n_jobs, sampler, seed
         self.direction, self.objective, self.params = direction, objective, params
+        self.confirm = confirm
         self.config: Optional[DictConfig] = None
         self.launcher: Any = None
 
