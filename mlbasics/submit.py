@@ -1,8 +1,9 @@
 """`python -m mlbasics.submit --member "Name,ID,email" ...`: the course submission zip.
 
 The sheet asks for `Name1_id1_Name2_id2_Name3_id3.zip` holding everything needed to run on the
-cluster: the package, conf/, experiments/, submit/, pyproject.toml, README.md, LICENSE and a
-TEAM.md. In a git checkout only tracked files go in. Never: symbolic links (not followed),
+cluster: the package, its Hydra plugins, conf/, experiments/, submit/, pyproject.toml, README.md,
+LICENSE, a TEAM.md and the write-up's answers.pdf when it exists (`python -m mlbasics.writeup`).
+`--single-file` hands in the PDF alone, as `Name1_id1_Name2_id2.pdf`. In a git checkout only tracked files go in. Never: symbolic links (not followed),
 dotfiles and VCS folders, keys, notebooks' checkpoints, logs, weights, data, outputs or caches.
 A file over MAX_FILE_BYTES refuses the whole zip; an existing zip is never overwritten.
 """
@@ -13,6 +14,7 @@ import argparse
 import fnmatch
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from mlbasics.config import PROJECT_DIR
 
-INCLUDED = ["mlbasics", "conf", "experiments", "submit", "pyproject.toml", "README.md", "LICENSE"]
+INCLUDED = ["mlbasics", "hydra_plugins", "conf", "experiments", "submit", "pyproject.toml", "README.md", "LICENSE"]
 EXCLUDED_PARTS = {"__pycache__", "outputs", "data", "multirun"}
 # (patterns, why): matched against each file name
 EXCLUDED_NAMES = [
@@ -74,8 +76,8 @@ def parse_member(text: str) -> Member:
     return Member(name, student_id, email)
 
 
-def zip_name(members: list[Member]) -> str:
-    return "_".join(m.file_part for m in members) + ".zip"
+def zip_name(members: list[Member], suffix: str = ".zip") -> str:
+    return "_".join(m.file_part for m in members) + suffix
 
 
 def candidates(root: Path) -> list[Path]:
@@ -129,20 +131,47 @@ def team_file(members: list[Member]) -> str:
     return f"# Team\n\n| name | student ID | email |\n|---|---|---|\n{rows}\n"
 
 
-def build(members: list[Member], out_dir: Path, root: Path = PROJECT_DIR) -> tuple[Path, list[Path], dict[Path, str]]:
-    """Write the zip; returns (its path, the files in it, the files left out with why)."""
+def check_team(members: list[Member]) -> None:
     if not 1 <= len(members) <= MAX_MEMBERS:
         raise MemberError(f"a team has 1 to {MAX_MEMBERS} members; got {len(members)}")
     ids = [m.student_id for m in members]
     if len(set(ids)) != len(ids):
         raise MemberError(f"student IDs must differ: {', '.join(ids)}")
-    name = zip_name(members)
+
+
+def target_path(members: list[Member], out_dir: Path, suffix: str) -> Path:
+    """Where the submission goes: named by the team, never over an existing file."""
+    check_team(members)
+    name = zip_name(members, suffix)
     if len(name.encode()) > MAX_FILE_NAME:
-        raise MemberError(f"the zip's name would have {len(name.encode())} bytes, over the {MAX_FILE_NAME} "
+        raise MemberError(f"the submission's name would have {len(name.encode())} bytes, over the {MAX_FILE_NAME} "
                           f"a file name may have: shorten the names")
     target = out_dir / name
     if target.exists():
         raise FileExistsError(f"{target} exists; move it away first (it is never overwritten)")
+    return target
+
+
+def single_file(members: list[Member], out_dir: Path, writeup: Path) -> Path:
+    """The write-up's PDF alone, named `Name1_id1_Name2_id2.pdf`."""
+    target = target_path(members, out_dir, ".pdf")
+    if not writeup.is_file():
+        raise MemberError(f"{writeup} does not exist: build it with python -m mlbasics.writeup")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".submission.{os.getpid()}.part"
+    try:
+        shutil.copyfile(writeup, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def build(members: list[Member], out_dir: Path, root: Path = PROJECT_DIR,
+          writeup: Path | None = None) -> tuple[Path, list[Path], dict[Path, str]]:
+    """Write the zip (with the write-up's PDF as answers.pdf if given and present); returns (its path, the
+    files in it, the files left out with why)."""
+    target = target_path(members, out_dir, ".zip")
     packed, left_out = files_to_pack(root)
     for relative in packed:
         size = (root / relative).stat().st_size
@@ -156,6 +185,8 @@ def build(members: list[Member], out_dir: Path, root: Path = PROJECT_DIR) -> tup
             for relative in packed:
                 archive.write(root / relative, relative.as_posix())
             archive.writestr("TEAM.md", team_file(members))
+            if writeup is not None and writeup.is_file():
+                archive.write(writeup, "answers.pdf")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -167,21 +198,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--member", action="append", required=True, metavar='"Name,ID,email"',
                         help="a team member; repeat for each (up to 3)")
     parser.add_argument("--out", type=Path, default=Path.cwd(), help="folder for the zip (default: here)")
+    parser.add_argument("--writeup", type=Path, default=Path("writeup/answers.pdf"),
+                        help="the write-up's PDF, included when it exists (default: writeup/answers.pdf)")
+    parser.add_argument("--single-file", action="store_true", help="hand in the write-up's PDF alone")
     args = parser.parse_args(argv)
     try:
         members = [parse_member(text) for text in args.member]
-        target, packed, left_out = build(members, args.out)
+        if args.single_file:
+            target = single_file(members, args.out, args.writeup)
+            print(f"{target}: the write-up, {target.stat().st_size / 1024:.0f} KiB")
+            return
+        target, packed, left_out = build(members, args.out, writeup=args.writeup)
     except (MemberError, FileExistsError) as err:
         sys.exit(f"mlbasics.submit: {err}")
     except OSError as err:
-        sys.exit(f"mlbasics.submit: could not write the zip in {args.out}: {err.strerror or err}")
+        sys.exit(f"mlbasics.submit: could not write in {args.out}: {err.strerror or err}")
     total = sum((PROJECT_DIR / relative).stat().st_size for relative in packed)
     for relative in packed:
         print(f"  {relative.as_posix()}")
     print("  TEAM.md")
+    if args.writeup.is_file():
+        print(f"  answers.pdf (from {args.writeup})")
+    else:
+        print(f"no write-up: {args.writeup} does not exist (python -m mlbasics.writeup builds it)")
     if left_out:
         print(f"left out {len(left_out)}: " + ", ".join(f"{p.as_posix()} ({why})" for p, why in left_out.items()))
-    print(f"{target}: {len(packed) + 1} files, {total / 1024:.0f} KiB before compression, "
+    print(f"{target}: {len(packed) + 1 + args.writeup.is_file()} files, {total / 1024:.0f} KiB before compression, "
           f"{target.stat().st_size / 1024:.0f} KiB zipped")
 
 

@@ -86,6 +86,36 @@ def run_cli(*args: str, cwd: Path, module: str = "mlbasics.run", timeout: int = 
                           text=True, timeout=timeout)
 
 
+SHORT = ("dataset=synthetic", "trainer.threads=1")
+# per experiment: overrides that shorten it to seconds on the synthetic set
+SHORTENED = {
+    "fashion_mnist": ("trainer.epochs=1", "seed=0,1"),
+    "no_activation": ("trainer.epochs=2", "seed=0"),
+    "activations": ("trainer.epochs=1", "seed=0"),
+    "activations_tuned": ("trainer.epochs=1", "hydra.sweeper.n_trials=2", "model.activation=relu,tanh",
+                          "model.hidden=[16]", "hydra.sweeper.confirm=['seed=0,1']"),
+    "lr_convex": ("trainer.epochs=40", "optimizer.lr=0.5,64"),
+    "batchnorm_bs1": ("trainer.epochs=1", "seed=0", "dataset.train_size=null", "dataset.val_size=400"),
+    "symmetry": ("trainer.epochs=2", "seed=0"),
+    "bn_landscape": ("trainer.epochs=2", "seed=0", "probe.landscape.every=5", "probe.ics.every=5",
+                     "model.hidden=[32,32,32]"),
+}
+
+
+class ShortenedSweeps:
+    """Every experiment, shortened, run once per session into root/NAME/<sweep>/ (as outputs/multirun/)."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.root = cwd / "outputs" / "multirun"
+        self.runs = {name: run_cli("-m", f"+experiment={name}", *SHORT, *overrides, cwd=cwd, timeout=600)
+                     for name, overrides in SHORTENED.items()}
+
+
+@pytest.fixture(scope="session")
+def shortened_sweeps(tmp_path_factory) -> ShortenedSweeps:
+    return ShortenedSweeps(tmp_path_factory.mktemp("shortened"))
+
+
 FINAL_METRICS = ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc")
 
 

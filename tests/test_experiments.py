@@ -6,33 +6,19 @@ import pandas as pd
 import yaml
 import pytest
 
-from conftest import run_cli
+from conftest import SHORTENED
 from mlbasics.config import EXPERIMENTS_DIR
 
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-SHORT = ("dataset=synthetic", "trainer.threads=1")
-# per experiment: overrides that shorten it, and what the table must show
-SHORTENED = {
-    "fashion_mnist": ("trainer.epochs=1", "seed=0,1"),
-    "no_activation": ("trainer.epochs=2", "seed=0"),
-    "activations": ("trainer.epochs=1", "seed=0"),
-    "lr_convex": ("trainer.epochs=40", "optimizer.lr=0.5,64"),
-    "batchnorm_bs1": ("trainer.epochs=1", "seed=0", "dataset.train_size=null", "dataset.val_size=400"),
-    "symmetry": ("trainer.epochs=2", "seed=0"),
-    "bn_landscape": ("trainer.epochs=2", "seed=0", "probe.landscape.every=5", "probe.ics.every=5",
-                     "model.hidden=[32,32,32]"),
-}
-
-
 def test_every_experiment_is_covered():
     assert sorted(SHORTENED) == EXPERIMENTS
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_runs_shortened(name, tmp_path):
-    proc = run_cli("-m", f"+experiment={name}", *SHORT, *SHORTENED[name], cwd=tmp_path, timeout=600)
+def test_experiment_runs_shortened(name, shortened_sweeps):
+    proc = shortened_sweeps.runs[name]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (summary_path,) = (tmp_path / "outputs" / "multirun" / name).glob("*/summary.csv")
+    (summary_path,) = (shortened_sweeps.root / name).glob("*/summary.csv")
     table = pd.read_csv(summary_path)
     check = globals()[f"check_{name}"]
     check(table)
@@ -106,3 +92,10 @@ def check_bn_landscape(table):
         assert column in table.columns, column
     completed = table[table["status"] == "completed"]
     assert (completed["ics_l2_fc1"] == 0).all() and (completed["landscape_beta_eff_first"] > 0).all()
+
+
+def check_activations_tuned(table):
+    # 2 arms x 2 trials, then each arm's best trial with seeds 0 and 1
+    assert len(table) == 8 and (table["status"] == "completed").all()
+    confirmed = table["job"].str.startswith("confirm/")
+    assert confirmed.sum() == 4 and table.loc[~confirmed, "job"].str.contains("/trial_").all()

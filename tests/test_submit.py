@@ -59,7 +59,8 @@ def test_zip_holds_what_the_cluster_needs_and_nothing_else(tmp_path):
     target, _, _ = build([parse_member(t) for t in TEAM], tmp_path)
     names = zipfile.ZipFile(target).namelist()
     for needed in ("pyproject.toml", "README.md", "TEAM.md", "mlbasics/run.py", "conf/config.yaml",
-                   "experiments/activations.yaml", "submit/cluster-up.sh", "submit/run.sbatch"):
+                   "experiments/activations.yaml", "submit/cluster-up.sh", "submit/run.sbatch",
+                   "hydra_plugins/mlbasics_launchers/packed_launcher.py"):
         assert needed in names, needed
     for name in names:
         assert not name.startswith(("outputs/", "data/", "tests/")), name
