@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     sweeps, skipped = by_experiment([s for s in sources if s.is_dir()])
     if args.run_missing is not None:
         run_missing(sweeps, args.run_missing)
+        sources = list(dict.fromkeys([*sources, DEFAULT_SOURCE]))  # where those sweeps went
         sweeps, skipped = by_experiment([s for s in sources if s.is_dir()])
     for line in skipped:
         print(f"mlbasics.writeup: {line}", file=sys.stderr)

@@ -207,3 +207,23 @@ def test_the_marked_tables_of_a_readme_are_remade_from_the_sweeps(shortened_swee
     assert f"| all | 2 | {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} |" in text
     assert "bn_landscape noisy: no sweep found; table kept as it was" in proc.stdout
     assert "nonsense: not a table this command makes" in proc.stdout
+
+
+def test_run_missing_runs_only_the_missing_sweeps_then_builds(shortened_sweeps, tmp_path):
+    root = tmp_path / "copied"
+    shutil.copytree(shortened_sweeps.root, root)
+    shutil.rmtree(root / "symmetry")
+    proc = writeup("--from", str(root), "--out", str(tmp_path / "w"), "--run-missing", "dataset=synthetic",
+                   "trainer.threads=1", "trainer.epochs=1", "seed=0", "model.hidden=[32,32]", "probe.landscape.every=5",
+                   "probe.ics.every=5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ran = [line for line in proc.stdout.splitlines() if line.startswith("running: ")]
+    assert ran == ["running: -m mlbasics.run -m +experiment=symmetry dataset=synthetic trainer.threads=1 "
+                   "trainer.epochs=1 seed=0 model.hidden=[32,32] probe.landscape.every=5 probe.ics.every=5",
+                   "running: -m mlbasics.run -m +experiment=bn_landscape model.batchnorm=true "
+                   "model.batchnorm_noise=true dataset=synthetic trainer.threads=1 trainer.epochs=1 seed=0 "
+                   "model.hidden=[32,32] probe.landscape.every=5 probe.ics.every=5"]
+    text = (tmp_path / "w" / "answers.md").read_text()
+    assert "Not complete." not in text
+    assert "Measured in `outputs/multirun/symmetry/" in section(text, "6.2 c and 6.3 f")  # where the run went
+    assert "noisy BatchNorm trains about as well as BatchNorm" in section(text, "6.4")
