@@ -45,12 +45,12 @@ def depth(hidden: object) -> int:
     return len(json.loads(hidden)) if isinstance(hidden, str) else 0
 
 
-def mean(sweep: Sweep, metric: str, **where: object) -> float:
-    """A group's mean of `metric` in the grouped table (where: grouping key -> value as text)."""
+def mean(sweep: Sweep, metric: str, stat: str = "mean", **where: object) -> float:
+    """A group's mean (or std) of `metric` in the grouped table (where: grouping key -> value as text)."""
     rows = sweep.grouped
     for key, value in where.items():
         rows = rows[rows[key].astype(str) == str(value)]
-    column = f"{metric}_mean"
+    column = f"{metric}_{stat}"
     return float(rows[column].iloc[0]) if len(rows) and column in rows and pd.notna(rows[column].iloc[0]) else math.nan
 
 
@@ -202,17 +202,20 @@ def fashion_mnist_statement(sweep: Sweep) -> str:
 
 
 def no_activation_statement(sweep: Sweep) -> str:
-    g = sweep.grouped
+    g = sweep.grouped.assign(depth=sweep.grouped["model.hidden"].map(depth))
     parts = []
-    for activation, rows in g.groupby("model.activation", sort=False):
-        parts.append(f"{activation}: the folded single affine map misses the net's outputs by "
-                     f"{small(rows['collapse_max_abs_diff_mean'].min())} to {small(rows['collapse_max_abs_diff_mean'].max())} "
-                     f"(outputs of size {small(rows['collapse_output_scale_mean'].min())} to "
-                     f"{small(rows['collapse_output_scale_mean'].max())}), test accuracy {acc(rows['test_acc_mean'].min())} "
+    for activation, rows in g[g["depth"] > 0].groupby("model.activation", sort=False):
+        misses, scale = rows["collapse_max_abs_diff_mean"], rows["collapse_output_scale_mean"]
+        parts.append(f"{activation} with {', '.join(map(str, rows['depth']))} hidden layers: the folded map misses "
+                     f"the net's outputs by {small(misses.min())} to {small(misses.max())} (outputs of size "
+                     f"{small(scale.min())} to {small(scale.max())}), test accuracy {acc(rows['test_acc_mean'].min())} "
                      f"to {acc(rows['test_acc_mean'].max())}")
+    alone = g[g["depth"] == 0]["test_acc_mean"]
     return ("Every Linear layer and BatchNorm (eval mode) is multiplied into one map x ↦ xW + b and compared with the "
-            "net on the test set. " + "; ".join(parts) + ". Where the folded map matches to rounding, depth adds no "
-            "function the single affine map lacks; where it misses by more than the outputs' size, it does.\n")
+            "net on the test set. " + "; ".join(parts) + (f"; softmax regression (no hidden layer) "
+                                                         f"{acc(alone.iloc[0])}" if len(alone) else "")
+            + ". Where the folded map matches to rounding, depth adds no function the single affine map lacks; "
+              "where it misses by more than the outputs' size, it does.\n")
 
 
 def activations_statement(sweep: Sweep) -> str:
@@ -253,14 +256,25 @@ def tuned_answer(sweep_folder: Path, fixed: Sweep | None) -> tuple[str, list[str
                      f"{'' if pd.isna(std) else ' ± ' + acc(std)} | {acc(fixed_acc)} |")
     statement = []
     for d, rows in g.groupby("depth"):
-        tuned_order = " > ".join(rows.sort_values("test_acc_mean", ascending=False)["model.activation"])
+        tuned_order = ranking(rows)
         text = f"depth {d}: tuned {tuned_order}"
         fixed_rows = fixed.grouped[fixed.grouped["model.hidden"].map(depth) == d] if fixed else []
         if len(fixed_rows):
-            fixed_order = " > ".join(fixed_rows.sort_values("test_acc_mean", ascending=False)["model.activation"])
+            fixed_order = ranking(fixed_rows)
             text += f", fixed lr {fixed_order} ({'same ranking' if fixed_order == tuned_order else 'ranking changed'})"
         statement.append(text)
     return "\n".join(lines) + "\n", statement
+
+
+def ranking(rows: pd.DataFrame) -> str:
+    """`relu > tanh = sigmoid`: activations by mean test accuracy, `=` where the table shows the same number."""
+    ordered = rows.assign(shown=rows["test_acc_mean"].round(4)).sort_values("shown", ascending=False)
+    text, previous = "", None
+    for _, row in ordered.iterrows():
+        if previous is not None:
+            text += " = " if row["shown"] == previous or (pd.isna(row["shown"]) and pd.isna(previous)) else " > "
+        text, previous = text + str(row["model.activation"]), row["shown"]
+    return text
 
 
 def lr_convex_statement(sweep: Sweep) -> str:
@@ -318,23 +332,30 @@ CLAIM = ("**The paper's claim** (Santurkar, Tsipras, Ilyas, Madry, \"How Does Ba
 
 
 def landscape_verdict(sweep: Sweep, noisy: Sweep | None) -> str:
-    """Each of the paper's claims against our numbers, per learning rate: agrees or not, with the numbers."""
+    """Each of the paper's claims against our numbers, per learning rate: agrees, does not, or too close to call
+    (means within the sum of their standard deviations over seeds)."""
+    def verdict(better: float, worse: float, spread: float) -> str:
+        if abs(better - worse) <= spread:
+            return "too close to call (within one std of each)"
+        return "agrees" if better > worse else "does not agree"
+
     lines = []
     for lr in sorted(sweep.grouped["optimizer.lr"].unique()):
-        def pair(metric: str) -> tuple[float, float]:
-            return (mean(sweep, metric, **{"model.batchnorm": True, "optimizer.lr": lr}),
-                    mean(sweep, metric, **{"model.batchnorm": False, "optimizer.lr": lr}))
-        checks = [("trains better (test accuracy)", "test_acc", True),
-                  ("smaller loss range along −g, last epoch", "landscape_loss_range_last", False),
-                  ("more predictive gradients (smaller), last epoch", "landscape_gradpred_last", False),
-                  ("smaller effective β-smoothness, last epoch", "landscape_beta_eff_last", False)]
-        for claim, metric, higher_is_better in checks:
+        def pair(metric: str, stat: str = "mean") -> tuple[float, float]:
+            return (mean(sweep, metric, stat, **{"model.batchnorm": True, "optimizer.lr": lr}),
+                    mean(sweep, metric, stat, **{"model.batchnorm": False, "optimizer.lr": lr}))
+        checks = [("trains better (test accuracy)", "test_acc", 1)]
+        for epoch in ("first", "last"):
+            checks += [(f"smaller loss range along −g, {epoch} epoch", f"landscape_loss_range_{epoch}", -1),
+                       (f"more predictive gradients (smaller), {epoch} epoch", f"landscape_gradpred_{epoch}", -1),
+                       (f"smaller effective β-smoothness, {epoch} epoch", f"landscape_beta_eff_{epoch}", -1)]
+        for claim, metric, sign in checks:
             bn, plain = pair(metric)
             if pd.isna(bn) or pd.isna(plain):
                 continue
-            agrees = bn > plain if higher_is_better else bn < plain
+            spread = sum(0.0 if pd.isna(v) else v for v in pair(metric, "std"))
             lines.append(f"- lr {sheet.fmt(lr)}, BatchNorm {claim}: {bn:.4g} against {plain:.4g} without: "
-                         f"{'agrees' if agrees else 'does not agree'}.")
+                         f"{verdict(sign * bn, sign * plain, spread)}.")
         ics = [c[:-5] for c in sweep.grouped.columns if c.startswith("ics_l2_fc") and c.endswith("_mean")]
         ics = [c for c in ics if not pd.isna(pair(c)[1]) and pair(c)[1] > 0]  # fc1 has no layer below: 0
         if ics:
@@ -348,8 +369,8 @@ def landscape_verdict(sweep: Sweep, noisy: Sweep | None) -> str:
             noisy_acc = mean(noisy, "test_acc", **{"optimizer.lr": lr})
             bn = mean(sweep, "test_acc", **{"model.batchnorm": True, "optimizer.lr": lr})
             plain = mean(sweep, "test_acc", **{"model.batchnorm": False, "optimizer.lr": lr})
-            lines.append(f"- lr {sheet.fmt(lr)}, noisy BatchNorm trains about as well as BatchNorm: {acc(noisy_acc)} "
-                         f"against {acc(bn)} (without BatchNorm {acc(plain)}): "
+            lines.append(f"- lr {sheet.fmt(lr)}, noisy BatchNorm trains about as well as BatchNorm (better than "
+                         f"without): {acc(noisy_acc)} against {acc(bn)} with BatchNorm and {acc(plain)} without: "
                          f"{'agrees' if noisy_acc > plain else 'does not agree'}.")
     return "**Where our measurement agrees and where not:**\n\n" + "\n".join(lines) + "\n"
 

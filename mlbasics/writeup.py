@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         sys.exit(f"mlbasics.writeup: could not write in {args.out}: {err.strerror or err}")
     for answer in found:
-        print(f"{answer.heading.split(':')[0]:<12} " + ("; ".join(answer.gaps) if answer.gaps else "measured"))
+        print(f"{answer.heading.split(':')[0]:<16} " + ("; ".join(answer.gaps) if answer.gaps else "measured"))
     print(f"wrote {args.out / 'answers.md'}, answers.html and answers.pdf ({pages} pages) in "
           f"{time.perf_counter() - start:.1f} s")
 
