@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         sys.exit(f"mlbasics.submit: could not write in {args.out}: {err.strerror or err}")
     total = sum((PROJECT_DIR / relative).stat().st_size for relative in packed)
+    total += args.writeup.stat().st_size if args.writeup.is_file() else 0
     for relative in packed:
         print(f"  {relative.as_posix()}")
     print("  TEAM.md")
