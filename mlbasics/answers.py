@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlbasics import sheet
 from mlbasics.report import STATUSES
-from mlbasics.sweeps import Sweep, SweepError, read_json, read_sweep
+from mlbasics.sweeps import Sweep, SweepError, command_of, read_json, read_sweep
 
 CHANCE = 0.15  # ten classes: a test accuracy below this is a net that learned nothing
 
@@ -423,7 +423,7 @@ def experimental_answer(spec: Experimental, sweeps: dict[str, list[Path]]) -> An
     if chosen is None:
         return missing(spec, notes or f"no sweep of `{spec.experiment}` found")
     line, outcomes, gaps = outcome_line(chosen)
-    body = [f"Command: `{command(spec.experiment)}`. {line}\n"]
+    body = [f"Command: `{chosen.command or command(spec.experiment)}`. {line}\n"]
     body += [f"**Failed or diverged:** {outcome}.\n" for outcome in outcomes]
     body += [f"**Gap:** {gap}.\n" for gap in gaps]
     if spec.experiment == "bn_landscape":
@@ -444,7 +444,8 @@ def experimental_answer(spec: Experimental, sweeps: dict[str, list[Path]]) -> An
             body.append(f"**Gap:** {gap}.\n")
             gaps.append(gap)
         else:
-            body.append(f"Noisy BatchNorm: `{command(spec.experiment, NOISY)}`. {outcome_line(noisy)[0]}\n")
+            body.append(f"Noisy BatchNorm: `{noisy.command or command(spec.experiment, NOISY)}`. "
+                        f"{outcome_line(noisy)[0]}\n")
             body.append(table(noisy, spec.metrics))
             figures += [noisy.folder / "landscape.png"] if (noisy.folder / "landscape.png").is_file() else []
         body.append(landscape_verdict(chosen, noisy))
@@ -462,7 +463,8 @@ def tuned_section(sweeps: dict[str, list[Path]], fixed: Sweep) -> tuple[str, lis
         rows, ranking = tuned_answer(usable[0], fixed)
     except SweepError as err:
         return f"**Gap:** {err}.\n", [str(err)]
-    return (f"**Tuned learning rates** (`{command('activations_tuned')}`, in `{usable[0]}`): each arm's learning "
+    return (f"**Tuned learning rates** (`{command_of(usable[0]) or command('activations_tuned')}`, in "
+            f"`{usable[0]}`): each arm's learning "
             f"rate searched on validation accuracy with the same budget, then its best trial trained again with "
             f"each seed of `hydra.sweeper.confirm`.\n\n"
             + rows + "\nRanking by test accuracy: " + "; ".join(ranking) + ".\n"), []

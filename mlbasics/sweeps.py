@@ -31,6 +31,7 @@ class Sweep:
     grouped: pd.DataFrame     # summary_grouped.csv: one row per group, counts then mean/std of each metric
     by: list[str]             # the grouping keys (the grouped table's columns before `n`)
     config: dict = field(default_factory=dict)  # one job's resolved config (.hydra/config.yaml)
+    command: str = ""         # the command line that started it
 
     @property
     def counts(self) -> dict[str, int]:
@@ -47,16 +48,32 @@ class Sweep:
         return same
 
 
-def experiment_of(folder: Path) -> str | None:
-    """The `+experiment=NAME` a sweep folder ran, None for a sweep of no named experiment."""
+def multirun_record(folder: Path) -> dict:
+    """The sweep's `multirun.yaml` (read as data: nothing in it can execute)."""
     try:
         config = yaml.safe_load((folder / MULTIRUN_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise SweepError(f"{folder / MULTIRUN_FILE}: unreadable ({type(err).__name__})") from err
+    if not isinstance(config, dict) or not isinstance(config.get("hydra"), dict):
+        raise SweepError(f"{folder / MULTIRUN_FILE}: not a Hydra multirun record")
+    return config
+
+
+def experiment_of(folder: Path) -> str | None:
+    """The `+experiment=NAME` a sweep folder ran, None for a sweep of no named experiment."""
     try:
-        return config["hydra"]["runtime"]["choices"].get("experiment")
+        return multirun_record(folder)["hydra"]["runtime"]["choices"].get("experiment")
     except (KeyError, TypeError, AttributeError) as err:
         raise SweepError(f"{folder / MULTIRUN_FILE}: not a Hydra multirun record") from err
+
+
+def command_of(folder: Path) -> str:
+    """The command line the sweep was started with (its task overrides, as Hydra recorded them)."""
+    try:
+        task = multirun_record(folder)["hydra"]["overrides"]["task"]
+    except (SweepError, KeyError, TypeError):
+        return ""
+    return " ".join(["python -m mlbasics.run -m", *map(str, task)])
 
 
 def sweep_folders(roots: list[Path]) -> list[Path]:
@@ -105,7 +122,8 @@ def read_sweep(experiment: str, folder: Path, tables: Path | None = None) -> Swe
         raise SweepError(f"{tables}: summary.csv or summary_grouped.csv is not a report's table; remake them with: "
                          f"python -m mlbasics.report {tables}")
     by = list(grouped.columns[:list(grouped.columns).index("n")])
-    return Sweep(experiment, folder, jobs, grouped, [] if by == ["all"] else by, first_config(tables, jobs))
+    return Sweep(experiment, folder, jobs, grouped, [] if by == ["all"] else by, first_config(tables, jobs),
+                 command_of(folder))
 
 
 def first_config(tables: Path, jobs: pd.DataFrame) -> dict:

@@ -59,7 +59,8 @@ def test_each_table_holds_the_numbers_of_its_sweep(built, experiment, heading):
     out, _, root = built
     text = section((out / "answers.md").read_text(), heading)
     (grouped_path,) = (root / experiment).glob("*/summary_grouped.csv")
-    assert str(grouped_path.parent) in text  # it names the sweep it read
+    assert str(grouped_path.parent) in text  # it names the sweep it read, and the command that made it
+    assert f"Command: `python -m mlbasics.run -m +experiment={experiment} dataset=synthetic trainer.threads=1 " in text
     grouped = pd.read_csv(grouped_path)
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     for _, row in grouped.iterrows():
