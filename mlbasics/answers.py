@@ -122,51 +122,58 @@ def numbers_list(numbers: dict) -> str:
     return "\n".join(f"- {key}: {sheet.fmt(value)}" for key, value in numbers.items()) + "\n"
 
 
+def sheet_answer(heading: str, step: str, setting: str, numbers: dict, statement: str) -> Answer:
+    """An analytic answer: the sheet step's command, every number it returned, and what they show."""
+    return Answer(heading, f"Command: `python -m mlbasics.sheet steps=[{step}]`{setting}\n\n"
+                           + numbers_list(numbers) + f"\n{statement}\n")
+
+
 def identities_answer() -> Answer:
-    errors = sheet.identities()
-    return Answer("6.1 a-d: identities of sigmoid and tanh", (
-        "Command: `python -m mlbasics.sheet steps=[identities]`. Each identity is checked on 20,001 points of "
-        "[−10, 10] in float64, derivatives by autograd; largest absolute error:\n\n" + numbers_list(errors)
-        + f"\nAll four hold to float64 rounding (largest error {max(errors.values()):.1e}).\n"))
+    n = sheet.identities()
+    return sheet_answer("6.1 a-d: identities of sigmoid and tanh", "identities",
+                        ". Each identity is checked on 20,001 points of [−10, 10] in float64, derivatives by "
+                        "autograd; largest absolute error:", n,
+                        f"All four hold to float64 rounding (largest error {max(n.values()):.1e}).")
 
 
 def convexity_answer() -> Answer:
     n = sheet.mse_convexity()
     verdict = "convex" if n["hessian_min_eigenvalue"] >= 0 and n["jensen_max_violation"] <= 1e-9 else "NOT shown convex"
-    return Answer("6.2 a-b: the squared error is convex", (
-        "Command: `python -m mlbasics.sheet steps=[mse_convexity]`, for f(w) = ‖Xw − Y‖² with random X (50 × 5).\n\n"
-        + numbers_list(n) + f"\nThe autograd Hessian equals 2XᵀX (difference {n['hessian_vs_2XtX_max_abs_diff']:.1e}), "
-        f"its smallest eigenvalue is {n['hessian_min_eigenvalue']:.4g} ≥ 0, Jensen's inequality holds on 1,000 random "
-        f"pairs (largest violation {n['jensen_max_violation']:.3g}), and gradient descent from 5 starts reaches the "
-        f"least-squares minimum {n['minimum_value']:.6g} to {n['gd_minimum_vs_lstsq']:.1e}: f is {verdict}.\n"))
+    return sheet_answer(
+        "6.2 a-b: the squared error is convex", "mse_convexity",
+        ", for f(w) = ‖Xw − Y‖² with random X (50 × 5).", n,
+        f"The autograd Hessian equals 2XᵀX (difference {n['hessian_vs_2XtX_max_abs_diff']:.1e}), its smallest "
+        f"eigenvalue is {n['hessian_min_eigenvalue']:.4g} ≥ 0, Jensen's inequality holds on 1,000 random pairs "
+        f"(largest violation {n['jensen_max_violation']:.3g}), and gradient descent from 5 starts reaches the "
+        f"least-squares minimum {n['minimum_value']:.6g} to {n['gd_minimum_vs_lstsq']:.1e}: f is {verdict}.")
 
 
 def softmax_answer() -> Answer:
     n = sheet.softmax_stability()
-    return Answer("6.3 c: a numerically stable softmax", (
-        "Command: `python -m mlbasics.sheet steps=[softmax]`.\n\n" + numbers_list(n)
-        + f"\nIn float32 the naive softmax of {sheet.fmt(n['logits'])} is {sheet.fmt(n['naive_softmax'])} "
-        f"(exp overflows); subtracting the maximum first gives {sheet.fmt(n['stable_softmax'])}, and the log-softmax "
-        f"{sheet.fmt(n['stable_log_softmax'])} equals torch's {sheet.fmt(n['torch_log_softmax'])}.\n"))
+    return sheet_answer(
+        "6.3 c: a numerically stable softmax", "softmax", ".", n,
+        f"In float32 the naive softmax of {sheet.fmt(n['logits'])} is {sheet.fmt(n['naive_softmax'])} (exp "
+        f"overflows); subtracting the maximum first gives {sheet.fmt(n['stable_softmax'])}, and the log-softmax "
+        f"{sheet.fmt(n['stable_log_softmax'])} equals torch's {sheet.fmt(n['torch_log_softmax'])}.")
 
 
 def newton_cost_answer() -> Answer:
     n = sheet.newton_cost()
-    return Answer("6.3 d: the cost of Newton's method", (
-        "Command: `python -m mlbasics.sheet steps=[newton_cost]`, for the default network.\n\n" + numbers_list(n)
-        + f"\nWith p = {n['parameters_p']:,} parameters the Hessian has p² = {n['hessian_entries']:.2g} entries "
+    return sheet_answer(
+        "6.3 d: the cost of Newton's method", "newton_cost", ", for the default network.", n,
+        f"With p = {n['parameters_p']:,} parameters the Hessian has p² = {n['hessian_entries']:.2g} entries "
         f"({n['hessian_gib_float32']:,.0f} GiB in float32); solving one Newton system costs about p³/3 = "
-        f"{n['newton_solve_flops']:.2g} flops, {n['newton_over_sgd']:.1g} times one SGD step on this machine.\n"))
+        f"{n['newton_solve_flops']:.2g} flops, {n['newton_over_sgd']:.1g} times one SGD step on this machine.")
 
 
 def newton_vs_gd_answer() -> Answer:
     n = sheet.newton_vs_gd()
-    return Answer("6.3 g: Newton against gradient descent", (
-        "Command: `python -m mlbasics.sheet steps=[newton_vs_gd]`, on f(w) = ½wᵀAw − bᵀw in 20 dimensions.\n\n"
-        + numbers_list(n) + f"\nWith condition number {n['condition_number']:.0f}, one Newton step lands on the "
-        f"minimum (error {n['newton_error_after_1_step']:.1e}); gradient descent with the best fixed step needs "
-        f"{n['gd_steps_to_tol']} steps to a relative error of {n['tolerance_relative']:.0e} (the bound says at most "
-        f"{n['gd_steps_predicted']}).\n"))
+    return sheet_answer(
+        "6.3 g: Newton against gradient descent", "newton_vs_gd", ", on f(w) = ½wᵀAw − bᵀw in 20 dimensions.", n,
+        f"With condition number {n['condition_number']:.0f}, one Newton step lands on the minimum (error "
+        f"{n['newton_error_after_1_step']:.1e}); gradient descent with the best fixed step needs {n['gd_steps_to_tol']} "
+        f"steps to a relative error of {n['tolerance_relative']:.0e} (the bound says at most "
+        f"{n['gd_steps_predicted']}).")
 
 
 def forward_answer(x: list[float]) -> Answer:
@@ -375,14 +382,48 @@ def landscape_verdict(sweep: Sweep, noisy: Sweep | None) -> str:
     return "**Where our measurement agrees and where not:**\n\n" + "\n".join(lines) + "\n"
 
 
+def tuned_section(chosen: Sweep, sweeps: dict[str, list[Path]]) -> tuple[str, list[Path], list[str]]:
+    """6.3 b's second half: the activations_tuned sweep beside the fixed-lr one (`chosen`)."""
+    usable = [f for f in sweeps.get("activations_tuned", []) if (f / "confirm" / "summary_grouped.csv").is_file()]
+    if not usable:
+        gap = "the fair comparison (each arm's learning rate tuned) not measured; run: " \
+              f"`{command('activations_tuned')}`"
+        return f"**Gap:** {gap}.\n", [], [gap]
+    try:
+        rows, order = tuned_answer(usable[0], chosen)
+    except SweepError as err:
+        return f"**Gap:** {err}.\n", [], [str(err)]
+    return (f"**Tuned learning rates** (`{command_of(usable[0]) or command('activations_tuned')}`, in "
+            f"`{usable[0]}`): each arm's learning rate searched on validation accuracy with the same budget, then "
+            f"its best trial trained again with each seed of `hydra.sweeper.confirm`.\n\n"
+            + rows + "\nRanking by test accuracy: " + "; ".join(order) + ".\n"), [], []
+
+
+def noisy_section(chosen: Sweep, sweeps: dict[str, list[Path]]) -> tuple[str, list[Path], list[str]]:
+    """6.4's second half: the noisy BatchNorm sweep, then each of the paper's claims against the numbers."""
+    noisy, note = pick("bn_landscape", sweeps, noisy=True)
+    if noisy is None:
+        gap = f"noisy BatchNorm not measured ({note or 'no sweep'}); run: `{command('bn_landscape', NOISY)}`"
+        return f"**Gap:** {gap}.\n\n{landscape_verdict(chosen, None)}", [], [gap]
+    figure = noisy.folder / "landscape.png"
+    text = (f"Noisy BatchNorm: `{noisy.command or command('bn_landscape', NOISY)}`. {outcome_line(noisy)[0]}\n\n"
+            + table(noisy, EXPERIMENTAL["bn_landscape"].metrics) + "\n" + landscape_verdict(chosen, noisy))
+    return text, [figure] if figure.is_file() else [], []
+
+
+FollowUp = Callable[[Sweep, dict[str, list[Path]]], tuple[str, list[Path], list[str]]]
+
+
 @dataclass
 class Experimental:
     heading: str
     experiment: str
     metrics: list[str]
-    statement: Callable[[Sweep], str]
+    statement: Callable[[Sweep], str] | None = None
     figures: tuple[str, ...] = ()
     per_job: list[str] | None = None  # one row per job instead of the grouped table
+    preface: str = ""                 # before the table
+    follow_up: FollowUp | None = None  # after the statement: (text, figures, gaps) from other sweeps
 
 
 ACCURACY = ["test_acc", "val_acc", "train_acc"]
@@ -396,7 +437,7 @@ EXPERIMENTAL = {
                                   no_activation_statement),
     "activations": Experimental("6.3 b: ReLU, sigmoid and tanh", "activations",
                                 ["test_acc", "first_epoch_val_acc_0.80", "grad_ratio_first_last_epoch1"],
-                                activations_statement, ("val_acc.png",)),
+                                activations_statement, ("val_acc.png",), follow_up=tuned_section),
     "lr_convex": Experimental("6.3 e: the learning rate on a convex problem", "lr_convex",
                               ["lr_effective", "train_loss_increases", "train_loss", "test_acc"],
                               lr_convex_statement, ("train_loss.png",)),
@@ -405,7 +446,7 @@ EXPERIMENTAL = {
     "bn_landscape": Experimental("6.4: BatchNorm and the loss landscape (Santurkar et al. 2018)", "bn_landscape",
                                  ["test_acc", "landscape_loss_range_first", "landscape_loss_range_last",
                                   "landscape_gradpred_last", "landscape_beta_eff_last"],
-                                 lambda sweep: "", ("landscape.png",)),
+                                 figures=("landscape.png",), preface=CLAIM, follow_up=noisy_section),
     "fashion_mnist": Experimental("6.6 b-c: a feed-forward network on FashionMNIST", "fashion_mnist", ACCURACY,
                                   fashion_mnist_statement, ("val_acc.png", "train_loss.png")),
 }
@@ -418,7 +459,7 @@ def missing(spec: Experimental, why: str, extra: str = "") -> Answer:
 
 
 def experimental_answer(spec: Experimental, sweeps: dict[str, list[Path]]) -> Answer:
-    """The most recent sweep with tables of this experiment (bn_landscape: the plain and the noisy one)."""
+    """The most recent sweep with tables of this experiment: command, outcomes, table, statement, figures."""
     chosen, notes = pick(spec.experiment, sweeps, noisy=False)
     if chosen is None:
         return missing(spec, notes or f"no sweep of `{spec.experiment}` found")
@@ -426,48 +467,16 @@ def experimental_answer(spec: Experimental, sweeps: dict[str, list[Path]]) -> An
     body = [f"Command: `{chosen.command or command(spec.experiment)}`. {line}\n"]
     body += [f"**Failed or diverged:** {outcome}.\n" for outcome in outcomes]
     body += [f"**Gap:** {gap}.\n" for gap in gaps]
-    if spec.experiment == "bn_landscape":
-        body.append(CLAIM)
+    body += [spec.preface] if spec.preface else []
     body.append(job_table(chosen.jobs, spec.per_job) if spec.per_job else table(chosen, spec.metrics))
+    body += [spec.statement(chosen)] if spec.statement else []
     figures = [chosen.folder / name for name in spec.figures if (chosen.folder / name).is_file()]
-    statement = spec.statement(chosen)
-    if statement:
-        body.append(statement)
-    if spec.experiment == "activations":
-        tuned_text, tuned_gaps = tuned_section(sweeps, chosen)
-        body.append(tuned_text)
-        gaps += tuned_gaps
-    if spec.experiment == "bn_landscape":
-        noisy, noisy_note = pick(spec.experiment, sweeps, noisy=True)
-        if noisy is None:
-            gap = f"noisy BatchNorm not measured ({noisy_note or 'no sweep'}); run: `{command(spec.experiment, NOISY)}`"
-            body.append(f"**Gap:** {gap}.\n")
-            gaps.append(gap)
-        else:
-            body.append(f"Noisy BatchNorm: `{noisy.command or command(spec.experiment, NOISY)}`. "
-                        f"{outcome_line(noisy)[0]}\n")
-            body.append(table(noisy, spec.metrics))
-            figures += [noisy.folder / "landscape.png"] if (noisy.folder / "landscape.png").is_file() else []
-        body.append(landscape_verdict(chosen, noisy))
+    if spec.follow_up:
+        text, more_figures, more_gaps = spec.follow_up(chosen, sweeps)
+        body.append(text)
+        figures += more_figures
+        gaps += more_gaps
     return Answer(spec.heading, "\n".join(body), figures, gaps)
-
-
-def tuned_section(sweeps: dict[str, list[Path]], fixed: Sweep) -> tuple[str, list[str]]:
-    folders = sweeps.get("activations_tuned", [])
-    usable = [f for f in folders if (f / "confirm" / "summary_grouped.csv").is_file()]
-    if not usable:
-        gap = "the fair comparison (each arm's learning rate tuned) not measured; run: " \
-              f"`{command('activations_tuned')}`"
-        return f"**Gap:** {gap}.\n", [gap]
-    try:
-        rows, ranking = tuned_answer(usable[0], fixed)
-    except SweepError as err:
-        return f"**Gap:** {err}.\n", [str(err)]
-    return (f"**Tuned learning rates** (`{command_of(usable[0]) or command('activations_tuned')}`, in "
-            f"`{usable[0]}`): each arm's learning "
-            f"rate searched on validation accuracy with the same budget, then its best trial trained again with "
-            f"each seed of `hydra.sweeper.confirm`.\n\n"
-            + rows + "\nRanking by test accuracy: " + "; ".join(ranking) + ".\n"), []
 
 
 def pick(experiment: str, sweeps: dict[str, list[Path]], noisy: bool) -> tuple[Sweep | None, str]:

@@ -36,11 +36,25 @@ def team_block(members: list[Member]) -> str:
 
 
 def copy_figures(found: list[answers.Answer], folder: Path) -> dict[Path, str]:
-    """Each figure copied to `folder`/figures/ (so answers.md travels with them): {source: relative path}."""
+    """Each readable figure copied to `folder`/figures/ (so answers.md travels with them): {source: relative
+    path}. Figures of an earlier build there are removed first; a figure that is not a readable image is
+    left out with one line (the PDF writer would stop on it)."""
+    from PIL import Image, UnidentifiedImageError
+
     relative = {}
     (folder / "figures").mkdir(parents=True, exist_ok=True)
+    for earlier in (folder / "figures").glob("q[0-9][0-9]_*.png"):
+        earlier.unlink()
     for number, answer in enumerate(found, start=1):
-        for figure in answer.figures:
+        for figure in list(answer.figures):
+            try:
+                with Image.open(figure) as image:
+                    image.verify()
+            except (OSError, UnidentifiedImageError, SyntaxError) as err:  # PIL reports a damaged PNG as any
+                print(f"mlbasics.writeup: {figure}: not a readable image ({type(err).__name__}); left out",
+                      file=sys.stderr)
+                answer.figures.remove(figure)
+                continue
             name = f"figures/q{number:02d}_{figure.parent.name[-12:]}_{figure.name}"
             shutil.copyfile(figure, folder / name)
             relative[figure] = name
@@ -64,8 +78,10 @@ def run_missing(sweeps: dict[str, list[Path]], overrides: list[str]) -> None:
     wanted = [(name, []) for name in answers.EXPERIMENTAL] + [("activations_tuned", []),
                                                               ("bn_landscape", answers.NOISY.split())]
     for name, extra in wanted:
-        have, _ = (answers.pick(name, sweeps, noisy=bool(extra)) if name != "activations_tuned"
-                   else (sweeps.get(name) or None, ""))
+        if name == "activations_tuned":
+            have = bool(sweeps.get(name))
+        else:
+            have = answers.pick(name, sweeps, noisy=bool(extra))[0] is not None
         if have:
             continue
         line = [sys.executable, "-m", "mlbasics.run", "-m", f"+experiment={name}", *extra, *overrides]
@@ -125,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     for source in args.sources or []:
         if not source.is_dir():
             sys.exit(f"mlbasics.writeup: --from {source} is not a folder")
+    if args.tables is not None and not args.tables.is_file():
+        sys.exit(f"mlbasics.writeup: --tables {args.tables}: No such file")
     start = time.perf_counter()
     sweeps, skipped = by_experiment([s for s in sources if s.is_dir()])
     if args.run_missing is not None:
@@ -133,15 +151,15 @@ def main(argv: list[str] | None = None) -> None:
         sweeps, skipped = by_experiment([s for s in sources if s.is_dir()])
     for line in skipped:
         print(f"mlbasics.writeup: {line}", file=sys.stderr)
-    if not sweeps:
-        print(f"mlbasics.writeup: no sweep folders under {', '.join(map(str, sources))}: the training questions "
-              f"say how to run them", file=sys.stderr)
     if args.tables is not None:
         try:
             update_tables(args.tables, sweeps)
         except (OSError, UnicodeDecodeError) as err:
             sys.exit(f"mlbasics.writeup: --tables {args.tables}: {getattr(err, 'strerror', None) or err}")
         return
+    if not sweeps:
+        print(f"mlbasics.writeup: no sweep folders under {', '.join(map(str, sources))}: the training questions "
+              f"say how to run them", file=sys.stderr)
     found = answers.all_answers(sweeps, x)
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -210,3 +210,19 @@ def test_each_arm_is_tuned_alike_then_its_best_is_confirmed_over_seeds(tmp_path)
     # the usual report of the whole sweep: every trial and every confirmation a row
     assert len(pd.read_csv(sweep / "summary.csv")) == 12 + 8
     assert (sweep / "optimization_history.png").stat().st_size > 0
+
+
+def test_a_continued_study_of_arms_adds_trials_to_each_arm_and_trains_no_old_one_again(tmp_path):
+    sweep = tmp_path / "sweep"
+    common = ("-m", *STUDY, "optimizer.lr=tag(log,interval(1e-2,1))", "model.activation=relu,tanh",
+              f"hydra.sweep.dir={sweep}")
+    first = run_cli(*common, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    done = {p: p.stat().st_mtime_ns for p in sweep.glob("*/trial_*/results.json")}
+    assert len(done) == 2
+    again = run_cli(*common, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = pd.read_csv(sweep / "study.csv")
+    assert sorted(trials.groupby("arm")["number"].apply(list).tolist()) == [[0, 1], [0, 1]]
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in done.items())  # not trained again
+    assert "trials model.activation=relu/trial_0001, model.activation=tanh/trial_0001" in again.stdout + again.stderr

@@ -163,12 +163,20 @@ def test_damaged_files_are_one_line_each_and_the_rest_is_built(shortened_sweeps,
     grouped.write_bytes(b"\x00\xff not a table")
     (multirun,) = (root / "activations").glob("*/multirun.yaml")
     multirun.write_text("hydra: [unclosed")
-    proc = writeup("--from", str(root), "--out", str(tmp_path / "w"), cwd=tmp_path)
+    (figure,) = (root / "symmetry").glob("*/symmetry.png")
+    figure.write_bytes(figure.read_bytes()[:200])  # a PNG cut short
+    out = tmp_path / "w"
+    proc = writeup("--from", str(root), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == f"mlbasics.writeup: {multirun}: unreadable (ParserError)\n"
-    text = (tmp_path / "w" / "answers.md").read_text()
+    assert proc.stderr.splitlines() == [f"mlbasics.writeup: {multirun}: unreadable (ParserError)",
+                                        f"mlbasics.writeup: {figure}: not a readable image (OSError); left out"]
+    text = (out / "answers.md").read_text()
     assert "unreadable tables" in section(text, "6.6 b-c") and "Not measured yet" in section(text, "6.3 b")
-    assert "Measured in" in section(text, "6.3 e")
+    assert "Measured in" in section(text, "6.3 e") and "symmetry.png" not in text
+    # built again into the same folder: the figures there are this build's, each embedded once
+    figure.unlink()
+    assert writeup("--from", str(root), "--out", str(out), cwd=tmp_path).returncode == 0
+    assert (out / "answers.html").read_text().count("data:image/png") == len(list((out / "figures").iterdir()))
 
 
 @pytest.mark.parametrize("args, line", [
@@ -177,6 +185,7 @@ def test_damaged_files_are_one_line_each_and_the_rest_is_built(shortened_sweeps,
     (("--x", "1,2"), "mlbasics.writeup: x has 2 numbers, W1 is [4, 3] and W2 is [3, 2]: need len(x) = rows of W1 "
                      "and columns of W1 = rows of W2"),
     (("--from", "missing"), "mlbasics.writeup: --from missing is not a folder"),
+    (("--tables", "missing.md"), "mlbasics.writeup: --tables missing.md: No such file"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, line):
     proc = writeup(*args, "--out", str(tmp_path / "w"), cwd=tmp_path)
